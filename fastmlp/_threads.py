@@ -1,0 +1,21 @@
+"""Thread count of the compiled kernels (numba's thread pool)."""
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in the compiled kernels (1 .. the number of CPUs numba saw at start).
+
+    Results do not depend on the thread count: parallel loops split rows of a result, never
+    a sum.
+    """
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
+        raise ValueError(f"threads must be an integer from 1 to {limit}, got {n!r}")
+    numba.set_num_threads(n)
+
+
+def get_num_threads():
+    import numba
+
+    return numba.get_num_threads()

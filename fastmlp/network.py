@@ -1,0 +1,503 @@
+"""The Network class: validates input once, owns the parameters, composes the kernels."""
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _checks as check
+from . import reference
+
+ACTIVATIONS = tuple(reference.ACTIVATIONS)
+COSTS = reference.COSTS
+BACKENDS = ("numba", "numpy")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+SCHEDULES = ("constant", "cosine", "step")
+# Samples per compiled call while training: the progress bar and Ctrl-C get a look-in this
+# often, at a cost of one Python round trip per chunk.
+CHUNK_SAMPLES = 8192
+PREDICT_ROWS = 4096  # predict() works through large inputs in slices of this many rows
+CSR_DENSITY = 0.5  # first-layer input sparser than this trains from a CSR copy of X
+
+
+@dataclass
+class History:
+    """Per-epoch training record. Validation lists stay empty without validation data."""
+
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    learning_rate: list = field(default_factory=list)
+    best_epoch: int | None = None
+
+    @property
+    def epochs(self):
+        return len(self.loss)
+
+    def to_dict(self):
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+class _ParamList(list):
+    """The public ``weights``/``biases`` lists: views into the flat parameter vector.
+
+    Item assignment copies into the existing view, so ``net.weights[0] = W`` takes effect in
+    the kernels (a plain list would silently drop it)."""
+
+    def __setitem__(self, index, value):
+        target = self[index]
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ValueError(f"expected shape {target.shape}, got {value.shape}")
+        target[...] = value
+
+
+def _kernels():
+    # Imported on first use so that `import fastmlp` and the numpy backend never load numba.
+    from .kernels import activations, backprop, costs, dense, training
+
+    return activations, backprop, costs, dense, training
+
+
+class Network:
+    """A fully connected feed-forward network, ``z = W a + b`` layer by layer.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Units per layer, input first: ``[784, 128, 10]``.
+    activations : sequence of str, optional
+        One per weight layer from ``relu, sigmoid, tanh, softmax, identity``. Default: ReLU
+        hidden layers and a softmax output (cross-entropy) or identity output (MSE).
+    cost : {"cross_entropy", "mse"}
+        Cross-entropy needs a softmax output layer.
+    backend : {"numba", "numpy"}
+        ``"numba"`` runs the compiled kernels; ``"numpy"`` runs :mod:`fastmlp.reference`.
+    dtype : {"float32", "float64"}
+    seed : int, optional
+        Seeds initialization and shuffling: same seed, same result on both backends.
+    """
+
+    def __init__(self, layer_sizes, activations=None, cost="cross_entropy", backend="numba",
+                 dtype="float32", seed=None):
+        try:
+            sizes = list(layer_sizes)
+        except TypeError:
+            raise ValueError(f"layer_sizes must be a sequence of integers, got "
+                             f"{layer_sizes!r}") from None
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least an input and an output size, got "
+                             f"{sizes!r}")
+        for s in sizes:
+            check.positive_int("every layer size", s)
+        self.layer_sizes = [int(s) for s in sizes]
+        self.cost = check.choice("cost", cost, COSTS)
+        self.backend = check.choice("backend", backend, BACKENDS)
+        self.dtype = np.dtype(check.DTYPES[check.choice("dtype", dtype, tuple(check.DTYPES))])
+        n_layers = len(sizes) - 1
+        if activations is None:
+            output = "softmax" if cost == "cross_entropy" else "identity"
+            activations = ["relu"] * (n_layers - 1) + [output]
+        if isinstance(activations, str) or len(activations) != n_layers:
+            raise ValueError(f"activations must list one name per weight layer ({n_layers}), "
+                             f"got {activations!r}")
+        self.activations = [check.choice("activation", a, ACTIVATIONS) for a in activations]
+        if "softmax" in self.activations[:-1]:
+            raise ValueError("softmax is only supported as the output activation")
+        if cost == "cross_entropy" and self.activations[-1] != "softmax":
+            raise ValueError("cost 'cross_entropy' needs a 'softmax' output activation, got "
+                             f"{self.activations[-1]!r} (use cost='mse' for other outputs)")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.history = History()
+        self._allocate()
+        self._initialize()
+
+    # --- parameters -----------------------------------------------------------------------
+
+    def _allocate(self):
+        sizes = self.layer_sizes
+        self._sizes = np.array(sizes, dtype=np.int64)
+        blocks = [n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+        self._offsets = np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
+        self._params = np.zeros(int(self._offsets[-1]), dtype=self.dtype)
+        weights, biases = [], []
+        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            start = self._offsets[layer]
+            mid = start + n_in * n_out
+            # The kernels' Wt (n_in, n_out); the public W is its transpose, a view.
+            weights.append(self._params[start:mid].reshape(n_in, n_out).T)
+            biases.append(self._params[mid:mid + n_out])
+        self._weights, self._biases = _ParamList(weights), _ParamList(biases)
+        self._act_codes = None
+
+    def _initialize(self):
+        """He-normal for ReLU layers, Glorot-uniform otherwise; zero biases."""
+        for W, name in zip(self._weights, self.activations):
+            n_out, n_in = W.shape
+            if name == "relu":
+                W[...] = self._rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_out, n_in))
+            else:
+                limit = math.sqrt(6.0 / (n_in + n_out))
+                W[...] = self._rng.uniform(-limit, limit, size=(n_out, n_in))
+
+    @property
+    def weights(self):
+        """Weight matrices, ``weights[k].shape == (layer_sizes[k+1], layer_sizes[k])``."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, values):
+        self._set_all(self._weights, values, "weights")
+
+    @property
+    def biases(self):
+        """Bias vectors, ``biases[k].shape == (layer_sizes[k+1],)``."""
+        return self._biases
+
+    @biases.setter
+    def biases(self, values):
+        self._set_all(self._biases, values, "biases")
+
+    @staticmethod
+    def _set_all(target, values, name):
+        values = list(values)
+        if len(values) != len(target):
+            raise ValueError(f"expected {len(target)} {name}, got {len(values)}")
+        for i, v in enumerate(values):
+            target[i] = v
+
+    @property
+    def n_inputs(self):
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.layer_sizes[-1]
+
+    def __repr__(self):
+        return (f"Network({self.layer_sizes}, activations={self.activations}, "
+                f"cost={self.cost!r}, backend={self.backend!r}, dtype={self.dtype.name!r})")
+
+    # --- compiled-path plumbing ------------------------------------------------------------
+
+    def _codes(self):
+        if self._act_codes is None:
+            activations, _, costs, _, _ = _kernels()
+            self._act_codes = np.array([activations.CODES[a] for a in self.activations],
+                                       dtype=np.int64)
+            self._cost_code = costs.CODES[self.cost]
+        return self._act_codes
+
+    def _workspace(self, rows):
+        """Flat activation buffer for ``rows`` samples and each layer's start in it."""
+        widths = self._sizes[1:]
+        act_offsets = np.concatenate([[0], np.cumsum(widths * rows)[:-1]]).astype(np.int64)
+        return np.empty(int(widths.sum()) * rows, dtype=self.dtype), act_offsets
+
+    def _input(self, X, rows_hint=None):
+        """The first layer's view of X: dense, or CSR when X is sparse enough to pay."""
+        dense = _kernels()[3]
+        if self.n_inputs >= 16 and np.count_nonzero(X) < CSR_DENSITY * X.size:
+            indptr, indices, data = dense.to_csr(X)
+            return indptr, indices, data, True
+        return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False
+
+    # --- inference -------------------------------------------------------------------------
+
+    def _check_X(self, X):
+        return check.features(X, self.n_inputs, self.dtype)
+
+    def _check_XY(self, X, Y):
+        X = self._check_X(X)
+        Y, labels_given = check.targets(Y, X.shape[0], self.n_outputs, self.dtype)
+        return X, Y, labels_given
+
+    def forward(self, X):
+        """Every layer's activation for X: ``[a¹, ..., aᴸ]`` (the last is ``predict_proba``)."""
+        X = self._check_X(X)
+        if self.backend == "numpy":
+            return reference.forward(self._weights, self._biases, self.activations, X)[1][1:]
+        _, backprop, _, _, _ = _kernels()
+        n = X.shape[0]
+        acts, act_offsets = self._workspace(n)
+        csr = self._input(X)
+        backprop.predict_batch(self._params, self._offsets, self._sizes, self._codes(), X,
+                               np.arange(n), *csr, acts, act_offsets)
+        return [acts[o:o + n * w].reshape(n, w).copy()
+                for o, w in zip(act_offsets, self.layer_sizes[1:])]
+
+    def predict_proba(self, X):
+        """The network's output ŷ for every row of X, shape ``(n, n_outputs)``."""
+        X = self._check_X(X)
+        if self.backend == "numpy":
+            return reference.predict_proba(self._weights, self._biases, self.activations, X)
+        _, backprop, _, _, _ = _kernels()
+        n = X.shape[0]
+        rows = min(n, PREDICT_ROWS)
+        acts, act_offsets = self._workspace(rows)
+        out = np.empty((n, self.n_outputs), dtype=self.dtype)
+        none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False)
+        codes = self._codes()
+        for start in range(0, n, rows):
+            idx = np.arange(start, min(n, start + rows))
+            out[start:start + idx.size] = backprop.predict_batch(
+                self._params, self._offsets, self._sizes, codes, X, idx, *none, acts,
+                act_offsets)
+        return out
+
+    def predict(self, X):
+        """Class labels (argmax of the output) for every row of X."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def loss(self, X, Y, l2=0.0):
+        """Mean cost over the samples plus ``l2/2 Σ‖W‖²``."""
+        l2 = check.real("l2", l2, low=0)
+        X, Y, _ = self._check_XY(X, Y)
+        if self.backend == "numpy":
+            return reference.loss(self._weights, self._biases, self.activations, self.cost,
+                                  X, Y, l2)
+        return self._summed_cost(X, Y) / X.shape[0] + reference.l2_penalty(self._weights, l2)
+
+    def _summed_cost(self, X, Y):
+        _, backprop, _, _, _ = _kernels()
+        n = X.shape[0]
+        rows = min(n, PREDICT_ROWS)
+        acts, act_offsets = self._workspace(rows)
+        scratch = np.empty(rows * self.n_outputs, dtype=self.dtype)
+        none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False)
+        total = 0.0
+        for start in range(0, n, rows):
+            idx = np.arange(start, min(n, start + rows))
+            total += backprop.batch_cost(self._params, self._offsets, self._sizes,
+                                         self._codes(), self._cost_code, X, idx, Y[idx],
+                                         *none, acts, act_offsets, scratch)
+        return total
+
+    def gradients(self, X, Y, l2=0.0):
+        """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2)``, shaped like the parameters."""
+        l2 = check.real("l2", l2, low=0)
+        X, Y, _ = self._check_XY(X, Y)
+        if self.backend == "numpy":
+            return reference.gradients(self._weights, self._biases, self.activations,
+                                       self.cost, X, Y, l2)
+        grads = self._compiled_gradients(X, Y, l2, self._input(X))
+        return [(np.ascontiguousarray(dW), db.copy()) for dW, db in grads]
+
+    def _compiled_gradients(self, X, Y, l2, csr):
+        """Gradient views (public layout) from one compiled batch over all of X."""
+        _, backprop, _, _, _ = _kernels()
+        n = X.shape[0]
+        acts, act_offsets = self._workspace(n)
+        width = int(self._sizes[1:].max()) * n
+        delta_a, delta_b = np.empty(width, self.dtype), np.empty(width, self.dtype)
+        grads = np.empty_like(self._params)
+        import numba
+
+        backprop.batch_gradients(self._params, self._offsets, self._sizes, self._codes(),
+                                 self._cost_code, X, np.arange(n), Y, *csr, l2, acts,
+                                 act_offsets, delta_a, delta_b, grads, numba.get_num_threads())
+        return [(grads[o:o + i * j].reshape(i, j).T, grads[o + i * j:o + i * j + j])
+                for o, i, j in zip(self._offsets, self.layer_sizes[:-1], self.layer_sizes[1:])]
+
+    def evaluate(self, X, y):
+        """``{"loss": mean cost, "accuracy": fraction of argmax matches}`` on (X, y)."""
+        X, Y, _ = self._check_XY(X, y)
+        out = self.predict_proba(X)
+        if self.backend == "numpy":
+            cost = reference.loss(self._weights, self._biases, self.activations, self.cost,
+                                  X, Y)
+        else:
+            cost = self._summed_cost(X, Y) / X.shape[0]
+        accuracy = float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
+        return {"loss": float(cost), "accuracy": accuracy}
+
+    # --- files -----------------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the network (and its History) to ``path`` (.npz), atomically."""
+        from .io import save_network
+
+        return save_network(self, path)
+
+    @classmethod
+    def load(cls, path, backend="numba"):
+        """Read a network saved by :meth:`save`; bad or foreign files raise ValueError."""
+        from .io import load_network
+
+        return load_network(cls, path, backend=backend)
+
+    # --- training --------------------------------------------------------------------------
+
+    def fit(self, X, y, epochs=10, batch_size=64, learning_rate=0.1, optimizer="sgd", l2=0.0,
+            dropout=0.0, validation_data=None, shuffle=True, verbose=True, *, momentum=0.9,
+            nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, schedule="constant",
+            callback=None):
+        """Train with mini-batch gradient descent; returns (and extends) ``self.history``.
+
+        ``y`` is integer labels ``(n,)`` or targets ``(n, n_outputs)``. ``optimizer`` is
+        ``sgd``, ``momentum`` (``momentum``, ``nesterov``) or ``adam`` (``beta1``, ``beta2``,
+        ``epsilon``). ``schedule`` is ``constant``, ``cosine`` (to zero over the epochs) or
+        ``step`` (halved every third of the epochs). ``validation_data=(X_val, y_val)`` adds
+        validation loss/accuracy per epoch. ``callback(epoch, history)`` runs after every
+        epoch; returning True stops training.
+        """
+        epochs = check.positive_int("epochs", epochs)
+        batch_size = check.positive_int("batch_size", batch_size)
+        learning_rate = check.real("learning_rate", learning_rate, low=0, low_open=True)
+        optimizer = check.choice("optimizer", optimizer, OPTIMIZERS)
+        schedule = check.choice("schedule", schedule, SCHEDULES)
+        l2 = check.real("l2", l2, low=0)
+        dropout = check.real("dropout", dropout, low=0, high=1, high_open=True)
+        if dropout:
+            raise ValueError("dropout is not supported yet; use dropout=0.0")
+        momentum = check.real("momentum", momentum, low=0, high=1, high_open=True)
+        beta1 = check.real("beta1", beta1, low=0, high=1, high_open=True)
+        beta2 = check.real("beta2", beta2, low=0, high=1, high_open=True)
+        epsilon = check.real("epsilon", epsilon, low=0, low_open=True)
+        X, Y, labels_given = self._check_XY(X, y)
+        if validation_data is not None:
+            try:
+                X_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+            X_val, Y_val, _ = self._check_XY(X_val, y_val)
+        n = X.shape[0]
+        batch_size = min(batch_size, n)
+        hyper = dict(momentum=momentum, nesterov=bool(nesterov), beta1=beta1, beta2=beta2,
+                     epsilon=epsilon)
+        trainer = (_ReferenceTrainer if self.backend == "numpy" else _CompiledTrainer)(
+            self, X, Y, batch_size, l2, optimizer, hyper)
+        history = self.history
+        bar = _progress(verbose, epochs, n)
+        try:
+            for epoch in range(epochs):
+                lr = _scheduled(schedule, learning_rate, epoch, epochs)
+                order = self._rng.permutation(n) if shuffle else np.arange(n)
+                started = time.perf_counter()
+                cost, accuracy = trainer.epoch(order, lr, bar)
+                seconds = time.perf_counter() - started
+                history.loss.append(cost + reference.l2_penalty(self._weights, l2))
+                history.accuracy.append(accuracy)
+                history.seconds.append(seconds)
+                history.learning_rate.append(lr)
+                line = (f"epoch {len(history.loss):3d}  loss {history.loss[-1]:.4f}  "
+                        f"accuracy {accuracy:.4f}")
+                if validation_data is not None:
+                    scores = self.evaluate(X_val, Y_val)
+                    history.val_loss.append(scores["loss"])
+                    history.val_accuracy.append(scores["accuracy"])
+                    line += (f"  val_loss {scores['loss']:.4f}  "
+                             f"val_accuracy {scores['accuracy']:.4f}")
+                if not math.isfinite(history.loss[-1]):
+                    raise FloatingPointError(
+                        f"training diverged at epoch {epoch + 1} (loss {history.loss[-1]}); "
+                        "lower the learning rate")
+                if verbose:
+                    bar.write(line + f"  {seconds:.2f}s")
+                if callback is not None and callback(epoch, history):
+                    break
+        finally:
+            bar.close()
+        return history
+
+
+def _scheduled(schedule, lr, epoch, epochs):
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule == "step":
+        return lr * 0.5 ** (epoch // max(1, math.ceil(epochs / 3)))
+    return lr
+
+
+class _ReferenceTrainer:
+    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper):
+        self.net, self.X, self.Y = net, X, Y
+        self.batch_size, self.l2, self.optimizer, self.hyper = batch_size, l2, optimizer, hyper
+        self.state = {}
+
+    def epoch(self, order, lr, bar):
+        net = self.net
+        cost, accuracy = reference.train_epoch(
+            net._weights, net._biases, net.activations, net.cost, self.X, self.Y, order,
+            self.batch_size, lr, self.l2, self.optimizer, self.state, **self.hyper)
+        bar.update(order.size)
+        return cost, accuracy
+
+
+class _CompiledTrainer:
+    """Workspaces for one fit, allocated once; each call trains a chunk of batches."""
+
+    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper):
+        import numba
+
+        training = _kernels()[4]
+        self.net, self.X, self.Y, self.batch_size, self.l2 = net, X, Y, batch_size, l2
+        self.optimizer = training.CODES[optimizer]
+        self.hyper = hyper
+        self.csr = net._input(X)
+        self.acts, self.act_offsets = net._workspace(batch_size)
+        width = int(net._sizes[1:].max()) * batch_size
+        self.delta_a = np.empty(width, net.dtype)
+        self.delta_b = np.empty(width, net.dtype)
+        self.Y_batch = np.empty((batch_size, net.n_outputs), net.dtype)
+        self.grads = np.empty_like(net._params)
+        self.state1 = np.zeros_like(net._params)
+        self.state2 = np.zeros_like(net._params) if optimizer == "adam" else self.state1
+        self.step = 0
+        self.n_blocks = numba.get_num_threads()
+        self.train_batches = training.train_batches
+
+    def epoch(self, order, lr, bar):
+        net, h = self.net, self.hyper
+        n_batches = -(-order.size // self.batch_size)
+        per_call = max(1, CHUNK_SAMPLES // self.batch_size)
+        total, correct = 0.0, 0
+        for first in range(0, n_batches, per_call):
+            stop = min(n_batches, first + per_call)
+            cost, right = self.train_batches(
+                net._params, net._offsets, net._sizes, net._codes(), net._cost_code, self.X,
+                self.Y, *self.csr, order, self.batch_size, first, stop, self.l2,
+                self.optimizer, lr, h["momentum"], h["nesterov"], h["beta1"], h["beta2"],
+                h["epsilon"], self.step, self.state1, self.state2, self.acts,
+                self.act_offsets, self.delta_a, self.delta_b, self.Y_batch, self.grads,
+                self.n_blocks)
+            self.step += stop - first
+            total += cost
+            correct += right
+            bar.update(min(order.size, stop * self.batch_size) - first * self.batch_size)
+        return total / order.size, correct / order.size
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def write(self, line):
+        print(line, file=sys.stderr)
+
+    def close(self):
+        pass
+
+
+def _progress(verbose, epochs, n):
+    """A tqdm bar over all samples of all epochs when verbose and tqdm is installed."""
+    if not verbose:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=epochs * n, unit="sample", unit_scale=True, leave=False,
+                dynamic_ncols=True, file=sys.stderr)

@@ -1,0 +1,221 @@
+"""A multilayer perceptron in plain numpy: the math, and the ground truth for the kernels.
+
+Notation, for one sample (a column vector):
+
+    a⁰ = x,    zˡ = Wˡ aˡ⁻¹ + bˡ,    aˡ = fˡ(zˡ),    ŷ = aᴸ
+
+``Wˡ`` has shape ``(n_out, n_in)``. A mini-batch holds one sample per *row*, so the same line
+reads ``Z = A Wᵀ + b``. Backpropagation is the chain rule, one layer at a time:
+
+    δᴸ = ∂C/∂zᴸ                             (softmax + cross-entropy: (ŷ - y) / n)
+    ∂C/∂Wˡ = δˡᵀ aˡ⁻¹ (+ l2 Wˡ),   ∂C/∂bˡ = Σ_samples δˡ
+    δˡ⁻¹ = (δˡ Wˡ) ⊙ fˡ⁻¹'(aˡ⁻¹)
+
+Every function here is vectorized over the batch and takes the parameters as lists of arrays
+in the public layout. This is ``Network(backend="numpy")``, and the compiled kernels in
+:mod:`fastmlp.kernels` are tested against it.
+"""
+
+import numpy as np
+
+# --- activations --------------------------------------------------------------------------
+# Derivatives are written in terms of the activation's *output* a = f(z): that is all the
+# compiled backward pass keeps, so the reference states the same identities.
+
+
+def relu(z):
+    return np.maximum(z, 0)
+
+
+def relu_derivative(a):
+    return (a > 0).astype(a.dtype)
+
+
+def sigmoid(z):
+    # exp of a non-positive number only, so large |z| never overflows.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype)
+
+
+def sigmoid_derivative(a):
+    return a * (1 - a)
+
+
+def tanh(z):
+    return np.tanh(z)
+
+
+def tanh_derivative(a):
+    return 1 - a * a
+
+
+def identity(z):
+    return z.copy()
+
+
+def identity_derivative(a):
+    return np.ones_like(a)
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def log_softmax(z):
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+# name -> (f, f' as a function of a). Softmax's derivative is a Jacobian, not elementwise:
+# activation_backward handles it.
+ACTIVATIONS = {
+    "relu": (relu, relu_derivative),
+    "sigmoid": (sigmoid, sigmoid_derivative),
+    "tanh": (tanh, tanh_derivative),
+    "identity": (identity, identity_derivative),
+    "softmax": (softmax, None),
+}
+COSTS = ("cross_entropy", "mse")
+
+
+def activation_backward(name, a, grad_a):
+    """Given ∂C/∂a for a = f(z), return ∂C/∂z."""
+    if name == "softmax":
+        # J = diag(a) - a aᵀ for each row, so Jᵀg = a ⊙ (g - <g, a>).
+        return a * (grad_a - np.sum(grad_a * a, axis=1, keepdims=True))
+    return grad_a * ACTIVATIONS[name][1](a)
+
+
+# --- forward ------------------------------------------------------------------------------
+
+
+def forward(weights, biases, activations, X):
+    """Return ``(zs, acts)``: every layer's pre-activation and ``[a⁰ = X, a¹, ..., aᴸ]``."""
+    zs, acts = [], [X]
+    a = X
+    for W, b, name in zip(weights, biases, activations):
+        z = a @ W.T + b
+        a = ACTIVATIONS[name][0](z)
+        zs.append(z)
+        acts.append(a)
+    return zs, acts
+
+
+def predict_proba(weights, biases, activations, X):
+    return forward(weights, biases, activations, X)[1][-1]
+
+
+# --- cost ---------------------------------------------------------------------------------
+
+
+def loss(weights, biases, activations, cost, X, Y, l2=0.0):
+    """Mean cost over the batch, plus ``l2/2 Σ‖W‖²``. ``Y`` holds one target row per sample."""
+    zs, acts = forward(weights, biases, activations, X)
+    return batch_loss(cost, zs[-1], acts[-1], Y) + l2_penalty(weights, l2)
+
+
+def l2_penalty(weights, l2):
+    if l2 == 0:
+        return 0.0
+    return 0.5 * l2 * float(sum(np.sum(W.astype(np.float64) ** 2) for W in weights))
+
+
+def output_delta(cost, activation, out, Y):
+    """δᴸ = ∂C/∂zᴸ for the mean cost over the batch."""
+    n = out.shape[0]
+    if cost == "cross_entropy":
+        # Softmax and cross-entropy together: the Jacobian and the 1/ŷ cancel exactly.
+        return (out - Y) / out.dtype.type(n)
+    grad_out = 2 * (out - Y) / out.dtype.type(out.size)
+    return activation_backward(activation, out, grad_out)
+
+
+# --- backward -----------------------------------------------------------------------------
+
+
+def gradients(weights, biases, activations, cost, X, Y, l2=0.0, acts=None):
+    """Return ``[(∂C/∂W, ∂C/∂b), ...]`` for every layer, by the chain rule.
+
+    ``acts`` may carry a forward pass already made (training reuses it for the loss).
+    """
+    if acts is None:
+        acts = forward(weights, biases, activations, X)[1]
+    delta = output_delta(cost, activations[-1], acts[-1], Y)
+    grads = [None] * len(weights)
+    for layer in reversed(range(len(weights))):
+        W = weights[layer]
+        dW = delta.T @ acts[layer]
+        if l2:
+            dW = dW + W.dtype.type(l2) * W
+        grads[layer] = (dW, delta.sum(axis=0))
+        if layer > 0:
+            delta = activation_backward(activations[layer - 1], acts[layer], delta @ W)
+    return grads
+
+
+# --- update -------------------------------------------------------------------------------
+
+
+def update(optimizer, params, grads, state, learning_rate, momentum=0.9, nesterov=False,
+           beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """One optimizer step, in place on every array of ``params`` (a flat list of W and b).
+
+    ``state`` is a dict that persists between steps: velocities, Adam's moments, step count.
+      sgd:       θ ← θ - η g
+      momentum:  v ← μ v - η g;  θ ← θ + v   (Nesterov: θ ← θ + μ v - η g)
+      adam:      m ← β₁m + (1-β₁)g;  v ← β₂v + (1-β₂)g²;  θ ← θ - η_t m / (√v + ε),
+                 η_t = η √(1-β₂ᵗ) / (1-β₁ᵗ)
+    """
+    t = state.get("step", 0) + 1
+    state["step"] = t
+    for i, (p, g) in enumerate(zip(params, grads)):
+        cast = p.dtype.type
+        if optimizer == "sgd":
+            p -= cast(learning_rate) * g
+        elif optimizer == "momentum":
+            v = state.setdefault(("v", i), np.zeros_like(p))
+            v[...] = cast(momentum) * v - cast(learning_rate) * g
+            if nesterov:
+                p += cast(momentum) * v - cast(learning_rate) * g
+            else:
+                p += v
+        elif optimizer == "adam":
+            m = state.setdefault(("m", i), np.zeros_like(p))
+            v = state.setdefault(("v", i), np.zeros_like(p))
+            m[...] = cast(beta1) * m + cast(1 - beta1) * g
+            v[...] = cast(beta2) * v + cast(1 - beta2) * g * g
+            lr_t = learning_rate * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+            p -= cast(lr_t) * m / (np.sqrt(v) + cast(epsilon))
+        else:
+            raise ValueError(f"unknown optimizer {optimizer!r}")
+
+
+def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, learning_rate,
+                l2=0.0, optimizer="sgd", state=None, **hyper):
+    """One pass over ``X[order]`` in mini-batches.
+
+    Returns ``(mean training cost, fraction of samples whose argmax matched)``, both measured
+    on each batch just before its update, as the compiled loop does.
+    """
+    state = {} if state is None else state
+    total, correct = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        xb, yb = X[idx], Y[idx]
+        zs, acts = forward(weights, biases, activations, xb)
+        total += batch_loss(cost, zs[-1], acts[-1], yb) * len(idx)
+        correct += int(np.sum(acts[-1].argmax(axis=1) == yb.argmax(axis=1)))
+        grads = gradients(weights, biases, activations, cost, xb, yb, l2, acts=acts)
+        flat_grads = [g for pair in grads for g in pair]
+        params = [p for pair in zip(weights, biases) for p in pair]
+        update(optimizer, params, flat_grads, state, learning_rate, **hyper)
+    return total / len(order), correct / len(order)
+
+
+def batch_loss(cost, z_out, out, Y):
+    """The data part of the cost (no l2) from a forward pass already made."""
+    if cost == "cross_entropy":
+        # log ŷ from z directly (log-softmax): finite even where ŷ underflows to 0.
+        return float(-np.sum(Y * log_softmax(z_out)) / len(Y))
+    return float(np.mean((out - Y) ** 2))
