@@ -121,6 +121,7 @@ class Network:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self.history = History()
+        self._optimizer_state = None  # (optimizer name, its state), kept between fits
         self._allocate()
         self._initialize()
 
@@ -323,6 +324,15 @@ class Network:
         accuracy = float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
         return {"loss": float(cost), "accuracy": accuracy}
 
+    def reset_optimizer(self):
+        """Forget momentum velocities / Adam moments: the next ``fit`` starts them at zero."""
+        self._optimizer_state = None
+
+    def _optimizer_state_for(self, optimizer, make):
+        if self._optimizer_state is None or self._optimizer_state[0] != optimizer:
+            self._optimizer_state = (optimizer, make())
+        return self._optimizer_state[1]
+
     # --- files -----------------------------------------------------------------------------
 
     def save(self, path):
@@ -349,15 +359,21 @@ class Network:
         ``y`` is integer labels ``(n,)`` or targets ``(n, n_outputs)``. ``optimizer`` is
         ``sgd``, ``momentum`` (``momentum``, ``nesterov``) or ``adam`` (``beta1``, ``beta2``,
         ``epsilon``). ``schedule`` is ``constant``, ``cosine`` (to zero over the epochs) or
-        ``step`` (halved every third of the epochs). ``validation_data=(X_val, y_val)`` adds
-        validation loss/accuracy per epoch. ``callback(epoch, history)`` runs after every
-        epoch; returning True stops training.
+        ``step`` (halved every third of the epochs), or a callable
+        ``schedule(epoch, learning_rate, history) -> rate for this epoch``.
+        ``validation_data=(X_val, y_val)`` adds validation loss/accuracy per epoch.
+        ``callback(epoch, history)`` runs after every epoch; returning True stops training.
+
+        Optimizer state (momentum velocities, Adam moments) carries over to the next ``fit``
+        with the same optimizer, so training can continue in pieces; ``reset_optimizer()``
+        starts it afresh.
         """
         epochs = check.positive_int("epochs", epochs)
         batch_size = check.positive_int("batch_size", batch_size)
         learning_rate = check.real("learning_rate", learning_rate, low=0, low_open=True)
         optimizer = check.choice("optimizer", optimizer, OPTIMIZERS)
-        schedule = check.choice("schedule", schedule, SCHEDULES)
+        if not callable(schedule):
+            schedule = check.choice("schedule", schedule, SCHEDULES)
         l2 = check.real("l2", l2, low=0)
         dropout = check.real("dropout", dropout, low=0, high=1, high_open=True)
         if dropout:
@@ -383,7 +399,7 @@ class Network:
         bar = _progress(verbose, epochs, n)
         try:
             for epoch in range(epochs):
-                lr = _scheduled(schedule, learning_rate, epoch, epochs)
+                lr = _scheduled(schedule, learning_rate, epoch, epochs, history)
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 started = time.perf_counter()
                 cost, accuracy = trainer.epoch(order, lr, bar)
@@ -413,7 +429,10 @@ class Network:
         return history
 
 
-def _scheduled(schedule, lr, epoch, epochs):
+def _scheduled(schedule, lr, epoch, epochs, history):
+    if callable(schedule):
+        return check.real("the learning rate from schedule", schedule(epoch, lr, history),
+                          low=0, low_open=True)
     if schedule == "cosine":
         return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
     if schedule == "step":
@@ -425,7 +444,7 @@ class _ReferenceTrainer:
     def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper):
         self.net, self.X, self.Y = net, X, Y
         self.batch_size, self.l2, self.optimizer, self.hyper = batch_size, l2, optimizer, hyper
-        self.state = {}
+        self.state = net._optimizer_state_for(optimizer, dict)
 
     def epoch(self, order, lr, bar):
         net = self.net
@@ -453,9 +472,10 @@ class _CompiledTrainer:
         self.delta_b = np.empty(width, net.dtype)
         self.Y_batch = np.empty((batch_size, net.n_outputs), net.dtype)
         self.grads = np.empty_like(net._params)
-        self.state1 = np.zeros_like(net._params)
-        self.state2 = np.zeros_like(net._params) if optimizer == "adam" else self.state1
-        self.step = 0
+        # state1: velocity or Adam's first moment; state2: Adam's second; step: updates made.
+        self.state = net._optimizer_state_for(optimizer, lambda: {
+            "state1": np.zeros_like(net._params), "state2": np.zeros_like(net._params),
+            "step": 0})
         self.n_blocks = numba.get_num_threads()
         self.train_batches = training.train_batches
 
@@ -470,10 +490,11 @@ class _CompiledTrainer:
                 net._params, net._offsets, net._sizes, net._codes(), net._cost_code, self.X,
                 self.Y, *self.csr, order, self.batch_size, first, stop, self.l2,
                 self.optimizer, lr, h["momentum"], h["nesterov"], h["beta1"], h["beta2"],
-                h["epsilon"], self.step, self.state1, self.state2, self.acts,
+                h["epsilon"], self.state["step"], self.state["state1"], self.state["state2"],
+                self.acts,
                 self.act_offsets, self.delta_a, self.delta_b, self.Y_batch, self.grads,
                 self.n_blocks)
-            self.step += stop - first
+            self.state["step"] += stop - first
             total += cost
             correct += right
             bar.update(min(order.size, stop * self.batch_size) - first * self.batch_size)
