@@ -207,10 +207,10 @@ class Network:
         act_offsets = np.concatenate([[0], np.cumsum(widths * rows)[:-1]]).astype(np.int64)
         return np.empty(int(widths.sum()) * rows, dtype=self.dtype), act_offsets
 
-    def _input(self, X, rows_hint=None):
+    def _input(self, X):
         """The first layer's view of X: dense, or CSR when X is sparse enough to pay."""
         dense = _kernels()[3]
-        if self.n_inputs >= 16 and np.count_nonzero(X) < CSR_DENSITY * X.size:
+        if np.count_nonzero(X) < CSR_DENSITY * X.size:
             indptr, indices, data = dense.to_csr(X)
             return indptr, indices, data, True
         return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False

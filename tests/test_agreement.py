@@ -1,0 +1,261 @@
+"""The compiled kernels against fastmlp.reference, on random shapes, activations and dtypes.
+
+Every fast path is forced explicitly: dense and CSR first layer, one thread and two, batch
+sizes that do not divide the data.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastmlp
+from fastmlp import network as network_module
+from fastmlp import reference
+
+HIDDEN = ["relu", "sigmoid", "tanh", "identity"]
+# float64 agrees to ~1e-12 relative; float32 to ~1e-5. "Relative" is to the largest entry,
+# since a gradient entry can be a near-cancelling sum of much larger terms.
+TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
+
+
+def assert_close(actual, expected, dtype, factor=1.0):
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=TOLERANCE[dtype] * factor,
+                               atol=TOLERANCE[dtype] * factor * scale)
+
+
+@st.composite
+def problems(draw):
+    """A random network description and a batch for it."""
+    n_hidden = draw(st.integers(0, 3))
+    sizes = [draw(st.integers(1, 40))] + [draw(st.integers(1, 33)) for _ in range(n_hidden)]
+    cost = draw(st.sampled_from(["cross_entropy", "mse"]))
+    sizes.append(draw(st.integers(2 if cost == "cross_entropy" else 1, 12)))
+    hidden = [draw(st.sampled_from(HIDDEN)) for _ in range(n_hidden)]
+    if cost == "cross_entropy":
+        out = "softmax"
+    else:
+        out = draw(st.sampled_from(HIDDEN + ["softmax"]))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    n = draw(st.integers(1, 50))
+    zero_fraction = draw(st.sampled_from([0.0, 0.5, 0.9]))
+    seed = draw(st.integers(0, 2**31))
+    return sizes, hidden + [out], cost, dtype, n, zero_fraction, seed
+
+
+def make_data(sizes, cost, n, zero_fraction, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, sizes[0]))
+    X[rng.random(X.shape) < zero_fraction] = 0.0
+    if cost == "cross_entropy":
+        y = rng.integers(0, sizes[-1], n)
+    else:
+        y = rng.normal(size=(n, sizes[-1]))
+    return X, y
+
+
+def pair(sizes, activations, cost, dtype, seed):
+    kw = dict(activations=activations, cost=cost, dtype=dtype, seed=seed)
+    return (fastmlp.Network(sizes, backend="numba", **kw),
+            fastmlp.Network(sizes, backend="numpy", **kw))
+
+
+@pytest.fixture(params=["dense", "csr"])
+def input_path(request, monkeypatch):
+    """Force the first layer's dense or CSR kernels regardless of the data's density."""
+    monkeypatch.setattr(network_module, "CSR_DENSITY", 0.0 if request.param == "dense" else 2.0)
+    return request.param
+
+
+SETTINGS = settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(problem=problems(), l2=st.sampled_from([0.0, 0.3]))
+def test_forward_loss_gradients_agree(input_path, problem, l2):
+    sizes, activations, cost, dtype, n, zero_fraction, seed = problem
+    fast, ref = pair(sizes, activations, cost, dtype, seed)
+    X, y = make_data(sizes, cost, n, zero_fraction, seed)
+
+    for a, b in zip(fast.forward(X), ref.forward(X)):
+        assert_close(a, b, dtype)
+    assert_close(fast.predict_proba(X), ref.predict_proba(X), dtype)
+    assert_close(fast.loss(X, y, l2=l2), ref.loss(X, y, l2=l2), dtype)
+    for (dW, db), (rW, rb) in zip(fast.gradients(X, y, l2=l2), ref.gradients(X, y, l2=l2)):
+        assert dW.shape == rW.shape and db.shape == rb.shape
+        assert_close(dW, rW, dtype, factor=10)
+        assert_close(db, rb, dtype, factor=10)
+
+
+@SETTINGS
+@given(problem=problems(), optimizer=st.sampled_from(["sgd", "momentum", "adam"]),
+       nesterov=st.booleans(), l2=st.sampled_from([0.0, 0.01]))
+def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2):
+    """A few optimizer steps (so momentum and Adam state matter), batches that don't divide n."""
+    sizes, activations, cost, dtype, n, zero_fraction, seed = problem
+    fast, ref = pair(sizes, activations, cost, dtype, seed)
+    X, y = make_data(sizes, cost, n, zero_fraction, seed)
+    kw = dict(epochs=2, batch_size=max(1, n // 3 + 1), learning_rate=0.05,
+              optimizer=optimizer, nesterov=nesterov, l2=l2, verbose=False)
+    h_fast, h_ref = fast.fit(X, y, **kw), ref.fit(X, y, **kw)
+    for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
+        assert_close(a, b, dtype, factor=50)
+    assert_close(h_fast.loss, h_ref.loss, dtype, factor=50)
+    assert h_fast.accuracy == h_ref.accuracy
+
+
+def test_short_fit_same_seed_same_parameters_on_both_backends():
+    """Shuffling on, float32, several epochs: both backends walk the same path."""
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 30)).astype(np.float32)
+    X[X < 0.6] = 0  # sparse enough for the CSR first layer
+    y = rng.integers(0, 4, 300)
+    nets = [fastmlp.Network([30, 24, 16, 4], backend=b, seed=7) for b in ("numba", "numpy")]
+    histories = [net.fit(X, y, epochs=4, batch_size=32, learning_rate=0.2, verbose=False)
+                 for net in nets]
+    fast, ref = nets
+    for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(histories[0].loss, histories[1].loss, rtol=1e-4)
+    assert histories[0].loss[-1] < histories[0].loss[0]  # it did learn
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_same_seed_same_bits_for_any_thread_count(sparse):
+    rng = np.random.default_rng(3)
+    X = rng.random((257, 50)).astype(np.float32)
+    if sparse:
+        X[X < 0.8] = 0
+    y = rng.integers(0, 5, 257)
+    results = []
+    before = fastmlp.get_num_threads()
+    try:
+        for threads in (1, 2, 1):
+            fastmlp.set_num_threads(threads)
+            net = fastmlp.Network([50, 40, 5], seed=11)
+            net.fit(X, y, epochs=2, batch_size=20, verbose=False, optimizer="adam",
+                    learning_rate=0.01)
+            results.append(np.concatenate([w.ravel() for w in net.weights]))
+    finally:
+        fastmlp.set_num_threads(before)
+    assert np.array_equal(results[0], results[1])
+    assert np.array_equal(results[0], results[2])
+
+
+def test_fit_continues_optimizer_state_like_one_long_fit():
+    rng = np.random.default_rng(5)
+    X, y = rng.random((64, 10)), rng.integers(0, 3, 64)
+    once = fastmlp.Network([10, 8, 3], seed=1)
+    once.fit(X, y, epochs=4, batch_size=16, optimizer="adam", learning_rate=0.01,
+             shuffle=False, verbose=False)
+    pieces = fastmlp.Network([10, 8, 3], seed=1)
+    for _ in range(4):
+        pieces.fit(X, y, epochs=1, batch_size=16, optimizer="adam", learning_rate=0.01,
+                   shuffle=False, verbose=False)
+    for a, b in zip(once.weights, pieces.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_public_weights_are_live_views(backend):
+    net = fastmlp.Network([3, 2], activations=["identity"], cost="mse", backend=backend)
+    net.weights[0][...] = [[1, 2, 3], [4, 5, 6]]
+    net.biases[0][:] = [0.5, -0.5]
+    np.testing.assert_allclose(net.predict_proba([[1, 1, 1]]), [[6.5, 14.5]])
+    net.weights[0] = np.zeros((2, 3))  # item assignment copies into the view
+    net.weights = [np.eye(2, 3)]
+    np.testing.assert_allclose(net.predict_proba([[1, 2, 3]]), [[1.5, 1.5]])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_same_seed_same_initial_parameters(backend):
+    a = fastmlp.Network([784, 64, 10], seed=42, backend=backend)
+    b = fastmlp.Network([784, 64, 10], seed=42, backend="numpy")
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa, wb)
+    # He for the ReLU layer, Glorot otherwise: the spreads differ as the formulas say.
+    assert abs(a.weights[0].std() - np.sqrt(2 / 784)) < 0.1 * np.sqrt(2 / 784)
+    assert abs(a.weights[1].std() - np.sqrt(2 / 74)) < 0.15 * np.sqrt(2 / 74)
+
+
+# --- each kernel on its own ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "identity", "softmax"])
+def test_activation_kernels(name, dtype):
+    from fastmlp.kernels import activations
+
+    rng = np.random.default_rng(0)
+    Z = (rng.normal(size=(7, 13)) * 30).astype(dtype)  # large |z|: overflow-safe paths
+    A = Z.copy()
+    activations.activate(activations.CODES[name], A)
+    expected = reference.ACTIVATIONS[name][0](Z)
+    assert_close(A, expected, np.dtype(dtype).name)
+    G = rng.normal(size=Z.shape).astype(dtype)
+    out = G.copy()
+    activations.activation_backward(activations.CODES[name], A, out)
+    assert_close(out, reference.activation_backward(name, expected, G), np.dtype(dtype).name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_kernels(dtype):
+    from fastmlp.kernels import dense
+
+    rng = np.random.default_rng(1)
+    name = np.dtype(dtype).name
+    A = rng.normal(size=(9, 31)).astype(dtype)
+    A[rng.random(A.shape) < 0.7] = 0
+    Wt = rng.normal(size=(31, 17)).astype(dtype)
+    b = rng.normal(size=17).astype(dtype)
+    delta = rng.normal(size=(9, 17)).astype(dtype)
+    rows = np.array([4, 0, 8, 8, 2], dtype=np.int64)
+    expected = A[rows] @ Wt + b
+    indptr, indices, data = dense.to_csr(A)
+    np.testing.assert_array_equal(
+        np.array([list(indices[indptr[r]:indptr[r + 1]]) == list(np.flatnonzero(A[r]))
+                  for r in range(9)]), True)
+    for run in (lambda Z: dense.dense_forward(np.ascontiguousarray(A[rows]), Wt, b, Z),
+                lambda Z: dense.gathered_forward(A, rows, Wt, b, Z),
+                lambda Z: dense.csr_forward(indptr, indices, data, rows, Wt, b, Z)):
+        Z = np.empty((5, 17), dtype)
+        run(Z)
+        assert_close(Z, expected, name)
+    G = np.empty((9, 31), dtype)
+    dense.backward_input(delta, Wt, G)
+    assert_close(G, delta @ Wt.T, name)
+    d5 = delta[:5].copy()
+    dW_expected = A[rows].T @ d5 + dtype(0.1) * Wt
+    for run in (lambda dW, db: dense.weight_gradient(np.ascontiguousarray(A[rows]), d5, Wt,
+                                                      0.1, dW, db),
+                lambda dW, db: dense.gathered_weight_gradient(A, rows, d5, Wt, 0.1, dW, db),
+                lambda dW, db: dense.csr_weight_gradient(indptr, indices, data, rows, d5, Wt,
+                                                          0.1, dW, db, 3)):
+        dW, db = np.empty_like(Wt), np.empty(17, dtype)
+        run(dW, db)
+        assert_close(dW, dW_expected, name)
+        assert_close(db, d5.sum(axis=0), name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cost,out", [("cross_entropy", "softmax"), ("mse", "sigmoid"),
+                                      ("mse", "softmax"), ("mse", "identity")])
+def test_cost_kernel(cost, out, dtype):
+    from fastmlp.kernels import activations, costs
+
+    rng = np.random.default_rng(2)
+    name = np.dtype(dtype).name
+    Z = (rng.normal(size=(6, 5)) * 4).astype(dtype)
+    Z[0, 0] = 120  # the other probabilities of row 0 underflow: the cost must stay finite
+    Y = np.eye(5, dtype=dtype)[rng.integers(0, 5, 6)]
+    Y[0] = np.eye(5)[1]
+    A, delta = Z.copy(), np.empty_like(Z)
+    summed = costs.output_delta(costs.CODES[cost], activations.CODES[out], A, Y, 6, delta)
+    expected_out = reference.ACTIVATIONS[out][0](Z)
+    assert_close(A, expected_out, name)
+    assert np.isfinite(summed)
+    assert_close(summed / 6, reference.batch_loss(cost, Z, expected_out, Y), name)
+    assert_close(delta, reference.output_delta(cost, out, expected_out, Y), name)
