@@ -202,15 +202,13 @@ class Network:
         return self._act_codes
 
     def _workspace(self, rows):
-        """Flat activation buffer for ``rows`` samples and each layer's start in it."""
-        widths = self._sizes[1:]
-        act_offsets = np.concatenate([[0], np.cumsum(widths * rows)[:-1]]).astype(np.int64)
-        return np.empty(int(widths.sum()) * rows, dtype=self.dtype), act_offsets
+        return _Workspace(self, rows)
 
-    def _input(self, X):
-        """The first layer's view of X: dense, or CSR when X is sparse enough to pay."""
+    def _input(self, X, allow_csr=True):
+        """The first layer's view of X: a CSR copy when X is sparse enough to pay for one
+        (decided once per call on the whole of X), else the dense rows themselves."""
         dense = _kernels()[3]
-        if np.count_nonzero(X) < CSR_DENSITY * X.size:
+        if allow_csr and np.count_nonzero(X) < CSR_DENSITY * X.size:
             indptr, indices, data = dense.to_csr(X)
             return indptr, indices, data, True
         return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False
@@ -232,12 +230,11 @@ class Network:
             return reference.forward(self._weights, self._biases, self.activations, X)[1][1:]
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        acts, act_offsets = self._workspace(n)
-        csr = self._input(X)
+        ws = self._workspace(n)
         backprop.predict_batch(self._params, self._offsets, self._sizes, self._codes(), X,
-                               np.arange(n), *csr, acts, act_offsets)
-        return [acts[o:o + n * w].reshape(n, w).copy()
-                for o, w in zip(act_offsets, self.layer_sizes[1:])]
+                               ws.ident[:n], *self._input(X), *ws.forward_buffers())
+        return [ws.acts[o:o + n * w].reshape(n, w).copy()
+                for o, w in zip(ws.act_offsets, self.layer_sizes[1:])]
 
     def predict_proba(self, X):
         """The network's output ŷ for every row of X, shape ``(n, n_outputs)``."""
@@ -246,16 +243,15 @@ class Network:
             return reference.predict_proba(self._weights, self._biases, self.activations, X)
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        rows = min(n, PREDICT_ROWS)
-        acts, act_offsets = self._workspace(rows)
+        ws = self._workspace(min(n, PREDICT_ROWS))
+        dense_input = self._input(X, allow_csr=False)
         out = np.empty((n, self.n_outputs), dtype=self.dtype)
-        none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False)
         codes = self._codes()
-        for start in range(0, n, rows):
-            idx = np.arange(start, min(n, start + rows))
-            out[start:start + idx.size] = backprop.predict_batch(
-                self._params, self._offsets, self._sizes, codes, X, idx, *none, acts,
-                act_offsets)
+        for start in range(0, n, PREDICT_ROWS):
+            rows = np.arange(start, min(n, start + PREDICT_ROWS))
+            out[start:start + rows.size] = backprop.predict_batch(
+                self._params, self._offsets, self._sizes, codes, X, rows, *dense_input,
+                *ws.forward_buffers())
         return out
 
     def predict(self, X):
@@ -274,16 +270,14 @@ class Network:
     def _summed_cost(self, X, Y):
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        rows = min(n, PREDICT_ROWS)
-        acts, act_offsets = self._workspace(rows)
-        scratch = np.empty(rows * self.n_outputs, dtype=self.dtype)
-        none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False)
+        ws = self._workspace(min(n, PREDICT_ROWS))
+        dense_input = self._input(X, allow_csr=False)
         total = 0.0
-        for start in range(0, n, rows):
-            idx = np.arange(start, min(n, start + rows))
+        for start in range(0, n, PREDICT_ROWS):
+            rows = np.arange(start, min(n, start + PREDICT_ROWS))
             total += backprop.batch_cost(self._params, self._offsets, self._sizes,
-                                         self._codes(), self._cost_code, X, idx, Y[idx],
-                                         *none, acts, act_offsets, scratch)
+                                         self._codes(), self._cost_code, X, rows, Y[rows],
+                                         *dense_input, *ws.forward_buffers(), ws.delta_a)
         return total
 
     def gradients(self, X, Y, l2=0.0):
@@ -300,15 +294,11 @@ class Network:
         """Gradient views (public layout) from one compiled batch over all of X."""
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        acts, act_offsets = self._workspace(n)
-        width = int(self._sizes[1:].max()) * n
-        delta_a, delta_b = np.empty(width, self.dtype), np.empty(width, self.dtype)
+        ws = self._workspace(n)
         grads = np.empty_like(self._params)
-        import numba
-
         backprop.batch_gradients(self._params, self._offsets, self._sizes, self._codes(),
-                                 self._cost_code, X, np.arange(n), Y, *csr, l2, acts,
-                                 act_offsets, delta_a, delta_b, grads, numba.get_num_threads())
+                                 self._cost_code, X, ws.ident[:n], Y, *csr, l2,
+                                 *ws.forward_buffers(), ws.delta_a, ws.delta_b, grads)
         return [(grads[o:o + i * j].reshape(i, j).T, grads[o + i * j:o + i * j + j])
                 for o, i, j in zip(self._offsets, self.layer_sizes[:-1], self.layer_sizes[1:])]
 
@@ -459,24 +449,18 @@ class _CompiledTrainer:
     """Workspaces for one fit, allocated once; each call trains a chunk of batches."""
 
     def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper):
-        import numba
-
         training = _kernels()[4]
         self.net, self.X, self.Y, self.batch_size, self.l2 = net, X, Y, batch_size, l2
         self.optimizer = training.CODES[optimizer]
         self.hyper = hyper
         self.csr = net._input(X)
-        self.acts, self.act_offsets = net._workspace(batch_size)
-        width = int(net._sizes[1:].max()) * batch_size
-        self.delta_a = np.empty(width, net.dtype)
-        self.delta_b = np.empty(width, net.dtype)
+        self.ws = net._workspace(batch_size)
         self.Y_batch = np.empty((batch_size, net.n_outputs), net.dtype)
         self.grads = np.empty_like(net._params)
         # state1: velocity or Adam's first moment; state2: Adam's second; step: updates made.
         self.state = net._optimizer_state_for(optimizer, lambda: {
             "state1": np.zeros_like(net._params), "state2": np.zeros_like(net._params),
             "step": 0})
-        self.n_blocks = numba.get_num_threads()
         self.train_batches = training.train_batches
 
     def epoch(self, order, lr, bar):
@@ -491,14 +475,41 @@ class _CompiledTrainer:
                 self.Y, *self.csr, order, self.batch_size, first, stop, self.l2,
                 self.optimizer, lr, h["momentum"], h["nesterov"], h["beta1"], h["beta2"],
                 h["epsilon"], self.state["step"], self.state["state1"], self.state["state2"],
-                self.acts,
-                self.act_offsets, self.delta_a, self.delta_b, self.Y_batch, self.grads,
-                self.n_blocks)
+                *self.ws.forward_buffers(), self.ws.delta_a, self.ws.delta_b, self.Y_batch,
+                self.grads)
             self.state["step"] += stop - first
             total += cost
             correct += right
             bar.update(min(order.size, stop * self.batch_size) - first * self.batch_size)
         return total / order.size, correct / order.size
+
+
+class _Workspace:
+    """Every buffer a compiled call needs for batches of up to ``rows`` samples, allocated
+    once (per fit, or per predict call) and reused by every batch."""
+
+    def __init__(self, net, rows):
+        widths = net._sizes[1:]
+        self.act_offsets = np.concatenate([[0], np.cumsum(widths * rows)[:-1]]).astype(np.int64)
+        self.acts = np.empty(int(widths.sum()) * rows, dtype=net.dtype)
+        sizes = net.layer_sizes
+        widest_in = max(sizes[:-1])
+        self.xbuf = np.empty(rows * sizes[0], dtype=net.dtype)  # a gathered dense batch
+        # Transposes: a layer's input batch (n_in x rows) or a weight matrix (n_out x n_in).
+        self.scratch = np.empty(max(rows * widest_in, max(
+            i * o for i, o in zip(sizes[1:-1], sizes[2:])) if len(sizes) > 2 else 0),
+            dtype=net.dtype)
+        # The first layer's input batch, transposed, in CSR form.
+        self.sp_indptr = np.empty(sizes[0] + 1, dtype=np.int64)
+        self.sp_indices = np.empty(rows * sizes[0], dtype=np.int32)
+        self.sp_data = np.empty(rows * sizes[0], dtype=net.dtype)
+        self.ident = np.arange(max(rows, widest_in), dtype=np.int64)
+        self.delta_a = np.empty(int(widths.max()) * rows, dtype=net.dtype)
+        self.delta_b = np.empty_like(self.delta_a)
+
+    def forward_buffers(self):
+        return (self.acts, self.act_offsets, self.xbuf, self.scratch, self.sp_indptr,
+                self.sp_indices, self.sp_data, self.ident)
 
 
 class _NoBar:

@@ -202,42 +202,59 @@ def test_activation_kernels(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_kernels(dtype):
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (4, 4, 16), (9, 31, 17), (13, 7, 3), (64, 130, 10)])
+def test_gemm_and_transpose(m, k, n, dtype):
+    from fastmlp.kernels import dense
+
+    rng = np.random.default_rng(m * 100 + k)
+    name = np.dtype(dtype).name
+    A = rng.normal(size=(m, k)).astype(dtype)
+    B = rng.normal(size=(k, n)).astype(dtype)
+    out = rng.normal(size=(m, n)).astype(dtype)
+    expected = out + A @ B
+    dense.gemm(A, B, out)
+    assert_close(out, expected, name)
+    At = np.empty((k, m), dtype)
+    dense.transpose(A, At)
+    np.testing.assert_array_equal(At, A.T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_kernels(dtype):
     from fastmlp.kernels import dense
 
     rng = np.random.default_rng(1)
     name = np.dtype(dtype).name
-    A = rng.normal(size=(9, 31)).astype(dtype)
-    A[rng.random(A.shape) < 0.7] = 0
+    X = rng.normal(size=(9, 31)).astype(dtype)
+    X[rng.random(X.shape) < 0.7] = 0
+    X[3] = 0  # an empty row
+    indptr, indices, data = dense.to_csr(X)
+    for r in range(9):
+        np.testing.assert_array_equal(indices[indptr[r]:indptr[r + 1]], np.flatnonzero(X[r]))
+        np.testing.assert_array_equal(data[indptr[r]:indptr[r + 1]], X[r][X[r] != 0])
+    rows = np.array([4, 0, 8, 3, 8, 2], dtype=np.int64)  # repeats and an empty row
     Wt = rng.normal(size=(31, 17)).astype(dtype)
-    b = rng.normal(size=17).astype(dtype)
-    delta = rng.normal(size=(9, 17)).astype(dtype)
-    rows = np.array([4, 0, 8, 8, 2], dtype=np.int64)
-    expected = A[rows] @ Wt + b
-    indptr, indices, data = dense.to_csr(A)
-    np.testing.assert_array_equal(
-        np.array([list(indices[indptr[r]:indptr[r + 1]]) == list(np.flatnonzero(A[r]))
-                  for r in range(9)]), True)
-    for run in (lambda Z: dense.dense_forward(np.ascontiguousarray(A[rows]), Wt, b, Z),
-                lambda Z: dense.gathered_forward(A, rows, Wt, b, Z),
-                lambda Z: dense.csr_forward(indptr, indices, data, rows, Wt, b, Z)):
-        Z = np.empty((5, 17), dtype)
-        run(Z)
-        assert_close(Z, expected, name)
-    G = np.empty((9, 31), dtype)
-    dense.backward_input(delta, Wt, G)
-    assert_close(G, delta @ Wt.T, name)
-    d5 = delta[:5].copy()
-    dW_expected = A[rows].T @ d5 + dtype(0.1) * Wt
-    for run in (lambda dW, db: dense.weight_gradient(np.ascontiguousarray(A[rows]), d5, Wt,
-                                                      0.1, dW, db),
-                lambda dW, db: dense.gathered_weight_gradient(A, rows, d5, Wt, 0.1, dW, db),
-                lambda dW, db: dense.csr_weight_gradient(indptr, indices, data, rows, d5, Wt,
-                                                          0.1, dW, db, 3)):
-        dW, db = np.empty_like(Wt), np.empty(17, dtype)
-        run(dW, db)
-        assert_close(dW, dW_expected, name)
-        assert_close(db, d5.sum(axis=0), name)
+    Z = np.ones((6, 17), dtype)
+    dense.spmm(indptr, indices, data, rows, Wt, Z)
+    assert_close(Z, 1 + X[rows] @ Wt, name)
+    # The batch's transpose in CSR form, then the weight gradient Xᵀδ through spmm.
+    t_indptr = np.empty(32, np.int64)
+    t_indices = np.empty(indptr[-1] * 2, np.int32)
+    t_data = np.empty(indptr[-1] * 2, dtype)
+    dense.csr_rows_transposed(indptr, indices, data, rows, 31, t_indptr, t_indices, t_data)
+    dense_t = np.zeros((31, 6))
+    for k in range(31):
+        for p in range(t_indptr[k], t_indptr[k + 1]):
+            dense_t[k, t_indices[p]] = t_data[p]
+    np.testing.assert_array_equal(dense_t, X[rows].T)
+    delta = rng.normal(size=(6, 17)).astype(dtype)
+    dW = np.empty_like(Wt)
+    dense.scaled_copy(dW, Wt, 0.1)
+    dense.spmm(t_indptr, t_indices, t_data, np.arange(31), delta, dW)
+    assert_close(dW, X[rows].T @ delta + dtype(0.1) * Wt, name)
+    db = np.empty(17, dtype)
+    dense.column_sums(delta, db)
+    assert_close(db, delta.sum(axis=0), name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

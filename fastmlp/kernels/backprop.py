@@ -1,16 +1,18 @@
 """One batch through the network: forward, output cost, backward to every layer's gradient.
 
-The first layer reads its samples straight from the data set, ``X[rows]``, either dense or
-in CSR form (``use_csr``), so a batch is never copied. Hidden activations live in one flat
-workspace ``acts``: layer ``l``'s output occupies ``act_offsets[l]`` onwards, ``(n, n_out)``.
+The first layer reads its samples ``X[rows]`` from a CSR copy of X made once per fit
+(``use_csr``), or gathers the dense rows into ``xbuf``. Layer outputs live in one flat
+workspace ``acts`` (layer ``l`` from ``act_offsets[l]``, shape ``(n, n_out)``). ``scratch``
+holds transposes, ``sp_*`` the CSR form of a batch's transpose, and ``ident`` is an
+``arange`` long enough to index any batch or layer.
 """
 
 from numba import njit
 
 from .activations import activate, activation_backward
 from .costs import output_delta
-from .dense import (backward_input, csr_forward, csr_weight_gradient, dense_forward,
-                    gathered_forward, gathered_weight_gradient, weight_gradient)
+from .dense import (column_sums, csr_rows_transposed, fill_rows, gather_rows, gemm,
+                    scaled_copy, spmm, transpose)
 
 
 @njit(cache=True)
@@ -29,56 +31,71 @@ def view2d(buffer, start, rows, cols):
 
 @njit(cache=True)
 def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data, use_csr,
-                  acts, act_offsets):
+                  acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident):
     """Every layer's output for ``X[rows]``; the last layer is left *before* its activation
     so that the cost can fuse it (softmax + cross-entropy). Returns that last view."""
     n = rows.size
     n_layers = sizes.size - 1
-    prev = view2d(acts, 0, 0, 1)  # typed placeholder; layer 0 reads X
+    Z = view2d(acts, 0, 0, 1)
     for layer in range(n_layers):
         Wt, b = layer_params(params, offsets, sizes, layer)
+        prev = Z
         Z = view2d(acts, act_offsets[layer], n, sizes[layer + 1])
-        if layer == 0:
-            if use_csr:
-                csr_forward(indptr, indices, data, rows, Wt, b, Z)
-            else:
-                gathered_forward(X, rows, Wt, b, Z)
+        fill_rows(Z, b)
+        if layer > 0:
+            gemm(prev, Wt, Z)
+        elif use_csr:
+            spmm(indptr, indices, data, rows, Wt, Z)
         else:
-            dense_forward(prev, Wt, b, Z)
+            x = view2d(xbuf, 0, n, sizes[0])
+            gather_rows(X, rows, x)
+            gemm(x, Wt, Z)
         if layer < n_layers - 1:
             activate(act_codes[layer], Z)
-        prev = Z
-    return prev
+    return Z
 
 
 @njit(cache=True)
 def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr,
-                    indices, data, use_csr, l2, acts, act_offsets, delta_a, delta_b, grads,
-                    n_blocks):
+                    indices, data, use_csr, l2, acts, act_offsets, xbuf, scratch, sp_indptr,
+                    sp_indices, sp_data, ident, delta_a, delta_b, grads):
     """Fill ``grads`` (flat, parameter layout) with ∂C/∂θ of the batch's mean cost + L2.
 
     Returns the batch's *summed* data cost (the mean times the batch size)."""
     n = rows.size
     n_layers = sizes.size - 1
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
-                        use_csr, acts, act_offsets)
+                        use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
+                        sp_data, ident)
     delta = view2d(delta_a, 0, n, sizes[n_layers])
     total = output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n, delta)
     spare_is_b = True  # δ sits in delta_a; the next one goes to the other buffer
     for layer in range(n_layers - 1, -1, -1):
         Wt, _ = layer_params(params, offsets, sizes, layer)
         dWt, db = layer_params(grads, offsets, sizes, layer)
-        if layer == 0:
-            if use_csr:
-                csr_weight_gradient(indptr, indices, data, rows, delta, Wt, l2, dWt, db,
-                                    n_blocks)
-            else:
-                gathered_weight_gradient(X, rows, delta, Wt, l2, dWt, db)
+        n_in, n_out = sizes[layer], sizes[layer + 1]
+        # dWt = Aᵀ δ + l2 Wt, A being the layer's input.
+        scaled_copy(dWt, Wt, l2)
+        if layer == 0 and use_csr:
+            csr_rows_transposed(indptr, indices, data, rows, n_in, sp_indptr, sp_indices,
+                                sp_data)
+            spmm(sp_indptr, sp_indices, sp_data, ident[:n_in], delta, dWt)
         else:
-            prev = view2d(acts, act_offsets[layer - 1], n, sizes[layer])
-            weight_gradient(prev, delta, Wt, l2, dWt, db)
-            upstream = view2d(delta_b if spare_is_b else delta_a, 0, n, sizes[layer])
-            backward_input(delta, Wt, upstream)
+            if layer == 0:
+                prev = view2d(xbuf, 0, n, n_in)
+            else:
+                prev = view2d(acts, act_offsets[layer - 1], n, n_in)
+            prev_t = view2d(scratch, 0, n_in, n)
+            transpose(prev, prev_t)
+            gemm(prev_t, delta, dWt)
+        column_sums(delta, db)
+        if layer > 0:
+            # δ for the layer below: (δ W) ⊙ f'(a), with W = Wtᵀ laid out in scratch.
+            W = view2d(scratch, 0, n_out, n_in)
+            transpose(Wt, W)
+            upstream = view2d(delta_b if spare_is_b else delta_a, 0, n, n_in)
+            upstream[:] = 0
+            gemm(delta, W, upstream)
             activation_backward(act_codes[layer - 1], prev, upstream)
             spare_is_b = not spare_is_b
             delta = upstream
@@ -87,21 +104,24 @@ def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, i
 
 @njit(cache=True)
 def batch_cost(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr, indices,
-               data, use_csr, acts, act_offsets, scratch):
+               data, use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
+               sp_data, ident, delta):
     """The summed data cost of ``X[rows]`` (no gradients); leaves ŷ in the last layer."""
     n = rows.size
     n_layers = sizes.size - 1
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
-                        use_csr, acts, act_offsets)
-    delta = view2d(scratch, 0, n, sizes[n_layers])
-    return output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n, delta)
+                        use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
+                        sp_data, ident)
+    return output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n,
+                        view2d(delta, 0, n, sizes[n_layers]))
 
 
 @njit(cache=True)
 def predict_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data, use_csr,
-                  acts, act_offsets):
+                  acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident):
     """ŷ for ``X[rows]``; returns the output view inside ``acts``."""
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
-                        use_csr, acts, act_offsets)
+                        use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
+                        sp_data, ident)
     activate(act_codes[sizes.size - 2], out)
     return out
