@@ -495,10 +495,9 @@ class _Workspace:
         sizes = net.layer_sizes
         widest_in = max(sizes[:-1])
         self.xbuf = np.empty(rows * sizes[0], dtype=net.dtype)  # a gathered dense batch
-        # Transposes: a layer's input batch (n_in x rows) or a weight matrix (n_out x n_in).
-        self.scratch = np.empty(max(rows * widest_in, max(
-            i * o for i, o in zip(sizes[1:-1], sizes[2:])) if len(sizes) > 2 else 0),
-            dtype=net.dtype)
+        # One layer's transposes at a time: its input batch, weights and δ.
+        self.scratch = np.empty(max(i * rows + o * i + o * rows
+                                    for i, o in zip(sizes[:-1], sizes[1:])), dtype=net.dtype)
         # The first layer's input batch, transposed, in CSR form.
         self.sp_indptr = np.empty(sizes[0] + 1, dtype=np.int64)
         self.sp_indices = np.empty(rows * sizes[0], dtype=np.int32)

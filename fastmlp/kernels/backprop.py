@@ -3,16 +3,22 @@
 The first layer reads its samples ``X[rows]`` from a CSR copy of X made once per fit
 (``use_csr``), or gathers the dense rows into ``xbuf``. Layer outputs live in one flat
 workspace ``acts`` (layer ``l`` from ``act_offsets[l]``, shape ``(n, n_out)``). ``scratch``
-holds transposes, ``sp_*`` the CSR form of a batch's transpose, and ``ident`` is an
-``arange`` long enough to index any batch or layer.
+holds transposes (a layer's input batch, a weight matrix, a δ), ``sp_*`` the CSR form of the
+first layer's input batch transposed, and ``ident`` an ``arange`` long enough to index any
+batch or layer.
+
+Layers with fewer than ``NARROW`` outputs (a 10-class output layer) use dot-product forms
+(``gemm_nt``): a sweep over so few outputs is too short for gemm to vectorize.
 """
 
 from numba import njit
 
 from .activations import activate, activation_backward
 from .costs import output_delta
-from .dense import (column_sums, csr_rows_transposed, fill_rows, gather_rows, gemm,
+from .dense import (column_sums, csr_rows_transposed, fill_rows, gather_rows, gemm, gemm_nt,
                     scaled_copy, spmm, transpose)
+
+NARROW = 16
 
 
 @njit(cache=True)
@@ -30,6 +36,17 @@ def view2d(buffer, start, rows, cols):
 
 
 @njit(cache=True)
+def scratch_views(scratch, n, sizes, layer):
+    """Three disjoint transposes in ``scratch``: the layer's input batch ``(n_in, n)``, its
+    weights ``W (n_out, n_in)`` and its δ ``(n_out, n)``."""
+    n_in, n_out = sizes[layer], sizes[layer + 1]
+    inputs_t = view2d(scratch, 0, n_in, n)
+    W = view2d(scratch, n_in * n, n_out, n_in)
+    delta_t = view2d(scratch, n_in * n + n_out * n_in, n_out, n)
+    return inputs_t, W, delta_t
+
+
+@njit(cache=True)
 def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data, use_csr,
                   acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident):
     """Every layer's output for ``X[rows]``; the last layer is left *before* its activation
@@ -42,7 +59,11 @@ def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, d
         prev = Z
         Z = view2d(acts, act_offsets[layer], n, sizes[layer + 1])
         fill_rows(Z, b)
-        if layer > 0:
+        if layer > 0 and sizes[layer + 1] < NARROW:
+            W = scratch_views(scratch, n, sizes, layer)[1]
+            transpose(Wt, W)
+            gemm_nt(prev, W, Z)
+        elif layer > 0:
             gemm(prev, Wt, Z)
         elif use_csr:
             spmm(indptr, indices, data, rows, Wt, Z)
@@ -85,13 +106,16 @@ def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, i
                 prev = view2d(xbuf, 0, n, n_in)
             else:
                 prev = view2d(acts, act_offsets[layer - 1], n, n_in)
-            prev_t = view2d(scratch, 0, n_in, n)
+            prev_t, W, delta_t = scratch_views(scratch, n, sizes, layer)
             transpose(prev, prev_t)
-            gemm(prev_t, delta, dWt)
+            if n_out < NARROW:
+                transpose(delta, delta_t)
+                gemm_nt(prev_t, delta_t, dWt)
+            else:
+                gemm(prev_t, delta, dWt)
         column_sums(delta, db)
         if layer > 0:
             # δ for the layer below: (δ W) ⊙ f'(a), with W = Wtᵀ laid out in scratch.
-            W = view2d(scratch, 0, n_out, n_in)
             transpose(Wt, W)
             upstream = view2d(delta_b if spare_is_b else delta_a, 0, n, n_in)
             upstream[:] = 0
