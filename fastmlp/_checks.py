@@ -44,8 +44,58 @@ def _numeric_array(name, value):
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
         raise ValueError(f"{name} must be a numeric array: {exc}") from None
     if arr.dtype.kind not in "biuf":
+        if arr.dtype.kind == "O" and arr.ndim == 0:  # not array-like at all: None, a dict...
+            hint = " (use .toarray() for a sparse matrix)" if hasattr(value, "toarray") else ""
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ValueError(f"{name} must hold numbers, got {shown} "
+                             f"({type(value).__name__}){hint}")
         raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
     return arr
+
+
+def _first_bad(mask):
+    """Index tuple of the first True in ``mask``."""
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _index(name, where):
+    return f"{name}[{', '.join(map(str, where))}]"
+
+
+def _value(arr, where):
+    """``arr[where]`` as a plain Python number, for messages (``1e+300``, not ``np.float64``)."""
+    return arr[where].item()
+
+
+def _finite_cast(name, arr, dtype):
+    """``arr`` as a C-contiguous ``dtype`` array, or ValueError naming the first bad value.
+
+    Values that are finite but too large for ``dtype`` (1e300 into float32) are reported as
+    overflow, not silently turned into inf. The result is always writeable: numba types a
+    read-only array differently, and would compile every kernel a second time for it.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if not out.flags.writeable:
+        out = out.copy()
+    # Integers and booleans always fit a float32 and are never NaN: skip the scan (MNIST is
+    # uint8). Otherwise one pass finds any problem; the details are worked out only then.
+    if arr.dtype.kind in "biu" or np.isfinite(out).all():
+        return out
+    bad = ~np.isfinite(out)
+    if bad.any():
+        where = _first_bad(bad)
+        original = _value(arr, where)
+        count = int(np.count_nonzero(bad))
+        if math.isfinite(original):
+            raise ValueError(
+                f"{name} has {count} value(s) too large for {np.dtype(dtype).name} "
+                f"(overflow), first {_index(name, where)} = {original!r}; the largest is "
+                f"{float(np.finfo(dtype).max):.3g}")
+        raise ValueError(f"{name} contains {count} NaN or infinite value(s), first "
+                         f"{_index(name, where)} = {original!r}")
+    return out
 
 
 def features(X, n_features, dtype, name="X"):
@@ -55,16 +105,11 @@ def features(X, n_features, dtype, name="X"):
         hint = " (for one sample use X.reshape(1, -1))" if arr.ndim == 1 else ""
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {arr.shape}")
+        raise ValueError(f"{name} is empty: shape {arr.shape}, it needs at least one sample")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features per sample; the network expects "
                          f"{n_features}")
-    out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
-        bad = int(np.count_nonzero(~np.isfinite(out)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s) "
-                         f"(after conversion to {np.dtype(dtype).name})")
-    return out
+    return _finite_cast(name, arr, dtype)
 
 
 def targets(y, n_samples, n_outputs, dtype, name="y"):
@@ -82,12 +127,11 @@ def targets(y, n_samples, n_outputs, dtype, name="y"):
         arr = arr.reshape(-1, 1)
     if arr.ndim == 2:
         if arr.shape[1] != n_outputs:
+            hint = (" (class labels go in a 1-D array)"
+                    if arr.shape[1] == 1 and n_outputs > 1 else "")
             raise ValueError(f"{name} has {arr.shape[1]} columns; the network has "
-                             f"{n_outputs} outputs")
-        out = np.ascontiguousarray(arr, dtype=dtype)
-        if not np.isfinite(out).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
-        return out, False
+                             f"{n_outputs} outputs{hint}")
+        return _finite_cast(name, arr, dtype), False
     labels = labels_array(arr, n_outputs, name)
     out = np.zeros((n_samples, n_outputs), dtype=dtype)
     out[np.arange(n_samples), labels] = 1
@@ -95,13 +139,27 @@ def targets(y, n_samples, n_outputs, dtype, name="y"):
 
 
 def labels_array(arr, n_classes, name="y"):
-    """Integer class labels in ``0 .. n_classes - 1`` (integral floats accepted)."""
+    """Integer class labels in ``0 .. n_classes - 1`` (integral floats accepted).
+
+    The range is checked before the cast to int64, so 1e30 or a huge uint64 is reported as
+    itself rather than as whatever the cast wraps it to.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must be integer class labels; it has non-integer values")
-    labels = arr.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise ValueError(f"{name} has labels from {labels.min()} to {labels.max()}; this "
-                         f"network has {n_classes} outputs, so labels must be in "
-                         f"0..{n_classes - 1}")
-    return labels
+        for bad, what in ((~np.isfinite(arr), "NaN or infinite"), (arr != np.round(arr),
+                                                                 "non-integer")):
+            if bad.any():
+                where = _first_bad(bad)
+                raise ValueError(f"{name} must be integer class labels; it has {what} values, "
+                                 f"first {_index(name, where)} = {_value(arr, where)!r}")
+    if arr.size:
+        low, high = arr.min().item(), arr.max().item()
+        if low < 0 or high >= n_classes:
+            where = _first_bad((arr < 0) | (arr >= n_classes))
+            raise ValueError(f"{name} has labels from {low} to {high} (first out of range: "
+                             f"{_index(name, where)} = {_value(arr, where)!r}); this network "
+                             f"has {n_classes} outputs, so labels must be in "
+                             f"0..{n_classes - 1}")
+    return arr.astype(np.int64)

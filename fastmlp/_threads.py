@@ -7,12 +7,14 @@ def set_num_threads(n):
     Results do not depend on the thread count: parallel loops split rows of a result, never
     a sum.
     """
+    import numbers
+
     import numba
 
     limit = numba.config.NUMBA_NUM_THREADS
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limit:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= limit:
         raise ValueError(f"threads must be an integer from 1 to {limit}, got {n!r}")
-    numba.set_num_threads(n)
+    numba.set_num_threads(int(n))
 
 
 def get_num_threads():

@@ -1,6 +1,7 @@
 """The Network class: validates input once, owns the parameters, composes the kernels."""
 
 import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -102,12 +103,19 @@ class Network:
         self.layer_sizes = [int(s) for s in sizes]
         self.cost = check.choice("cost", cost, COSTS)
         self.backend = check.choice("backend", backend, BACKENDS)
+        if not isinstance(dtype, str) and dtype in (np.float32, np.float64):
+            dtype = np.dtype(dtype).name  # np.float32 as well as "float32"
         self.dtype = np.dtype(check.DTYPES[check.choice("dtype", dtype, tuple(check.DTYPES))])
         n_layers = len(sizes) - 1
         if activations is None:
             output = "softmax" if cost == "cross_entropy" else "identity"
             activations = ["relu"] * (n_layers - 1) + [output]
-        if isinstance(activations, str) or len(activations) != n_layers:
+        elif not isinstance(activations, str):
+            try:
+                activations = list(activations)
+            except TypeError:
+                pass  # not a sequence: reported just below
+        if not isinstance(activations, list) or len(activations) != n_layers:
             raise ValueError(f"activations must list one name per weight layer ({n_layers}), "
                              f"got {activations!r}")
         self.activations = [check.choice("activation", a, ACTIVATIONS) for a in activations]
@@ -116,9 +124,9 @@ class Network:
         if cost == "cross_entropy" and self.activations[-1] != "softmax":
             raise ValueError("cost 'cross_entropy' needs a 'softmax' output activation, got "
                              f"{self.activations[-1]!r} (use cost='mse' for other outputs)")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self._rng = np.random.default_rng(seed)
         self.history = History()
         self._optimizer_state = None  # (optimizer name, its state), kept between fits
@@ -406,10 +414,12 @@ class Network:
                     history.val_accuracy.append(scores["accuracy"])
                     line += (f"  val_loss {scores['loss']:.4f}  "
                              f"val_accuracy {scores['accuracy']:.4f}")
-                if not math.isfinite(history.loss[-1]):
+                # The epoch's loss is measured before each update, so the last update can
+                # break the weights while the loss still looks fine: check both.
+                if not (math.isfinite(history.loss[-1]) and np.isfinite(self._params).all()):
                     raise FloatingPointError(
-                        f"training diverged at epoch {epoch + 1} (loss {history.loss[-1]}); "
-                        "lower the learning rate")
+                        f"training diverged at epoch {epoch + 1} (loss {history.loss[-1]:.4g}"
+                        "); lower the learning rate")
                 if verbose:
                     bar.write(line + f"  {seconds:.2f}s")
                 if callback is not None and callback(epoch, history):
