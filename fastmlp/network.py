@@ -306,7 +306,7 @@ class Network:
         grads = np.empty_like(self._params)
         backprop.batch_gradients(self._params, self._offsets, self._sizes, self._codes(),
                                  self._cost_code, X, ws.ident[:n], Y, *csr, l2,
-                                 *ws.forward_buffers(), ws.delta_a, ws.delta_b, grads)
+                                 *ws.forward_buffers(), ws.delta_a, ws.delta_b, grads, 0.0, 0, 0)
         return [(grads[o:o + i * j].reshape(i, j).T, grads[o + i * j:o + i * j + j])
                 for o, i, j in zip(self._offsets, self.layer_sizes[:-1], self.layer_sizes[1:])]
 
@@ -351,15 +351,19 @@ class Network:
     def fit(self, X, y, epochs=10, batch_size=64, learning_rate=0.1, optimizer="sgd", l2=0.0,
             dropout=0.0, validation_data=None, shuffle=True, verbose=True, *, momentum=0.9,
             nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, schedule="constant",
-            callback=None):
+            validation_split=0.0, early_stopping=0, callback=None):
         """Train with mini-batch gradient descent; returns (and extends) ``self.history``.
 
         ``y`` is integer labels ``(n,)`` or targets ``(n, n_outputs)``. ``optimizer`` is
         ``sgd``, ``momentum`` (``momentum``, ``nesterov``) or ``adam`` (``beta1``, ``beta2``,
-        ``epsilon``). ``schedule`` is ``constant``, ``cosine`` (to zero over the epochs) or
+        ``epsilon``). ``dropout`` is the probability of zeroing each hidden unit during
+        training (inverted dropout: kept units are scaled by 1/(1-p)). ``schedule`` is ``constant``, ``cosine`` (to zero over the epochs) or
         ``step`` (halved every third of the epochs), or a callable
         ``schedule(epoch, learning_rate, history) -> rate for this epoch``.
-        ``validation_data=(X_val, y_val)`` adds validation loss/accuracy per epoch.
+        ``validation_data=(X_val, y_val)`` adds validation loss/accuracy per epoch;
+        ``validation_split=f`` instead holds out a random fraction ``f`` of (X, y).
+        ``early_stopping=k`` stops after ``k`` epochs without a better validation loss and
+        restores the parameters of the best epoch (``history.best_epoch``).
         ``callback(epoch, history)`` runs after every epoch; returning True stops training.
 
         Optimizer state (momentum velocities, Adam moments) carries over to the next ``fit``
@@ -374,27 +378,48 @@ class Network:
             schedule = check.choice("schedule", schedule, SCHEDULES)
         l2 = check.real("l2", l2, low=0)
         dropout = check.real("dropout", dropout, low=0, high=1, high_open=True)
-        if dropout:
-            raise ValueError("dropout is not supported yet; use dropout=0.0")
         momentum = check.real("momentum", momentum, low=0, high=1, high_open=True)
         beta1 = check.real("beta1", beta1, low=0, high=1, high_open=True)
         beta2 = check.real("beta2", beta2, low=0, high=1, high_open=True)
         epsilon = check.real("epsilon", epsilon, low=0, low_open=True)
+        validation_split = check.real("validation_split", validation_split, low=0, high=1,
+                                      high_open=True)
+        if isinstance(early_stopping, bool) or not isinstance(early_stopping, numbers.Integral) \
+                or early_stopping < 0:
+            raise ValueError(f"early_stopping must be a number of epochs >= 0, got "
+                             f"{early_stopping!r}")
         X, Y, labels_given = self._check_XY(X, y)
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
         if validation_data is not None:
             try:
                 X_val, y_val = validation_data
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
             X_val, Y_val, _ = self._check_XY(X_val, y_val)
+        elif validation_split:
+            n_val = int(round(validation_split * X.shape[0]))
+            if not 1 <= n_val < X.shape[0]:
+                raise ValueError(f"validation_split={validation_split} of {X.shape[0]} samples "
+                                 "leaves no validation or no training samples")
+            held_out = self._rng.permutation(X.shape[0])
+            X_val, Y_val = X[held_out[:n_val]], Y[held_out[:n_val]]
+            X, Y = X[np.sort(held_out[n_val:])], Y[np.sort(held_out[n_val:])]
+            validation_data = (X_val, Y_val)
+        if early_stopping and validation_data is None:
+            raise ValueError("early_stopping needs validation_data or validation_split")
         n = X.shape[0]
         batch_size = min(batch_size, n)
         hyper = dict(momentum=momentum, nesterov=bool(nesterov), beta1=beta1, beta2=beta2,
                      epsilon=epsilon)
+        # Dropout masks hash (key, update step, layer, row, unit); the key is drawn from the
+        # network's generator so that the same seed gives the same masks on both backends.
+        dropout_key = int(self._rng.integers(2**62))
         trainer = (_ReferenceTrainer if self.backend == "numpy" else _CompiledTrainer)(
-            self, X, Y, batch_size, l2, optimizer, hyper)
+            self, X, Y, batch_size, l2, optimizer, hyper, dropout, dropout_key)
         history = self.history
         bar = _progress(verbose, epochs, n)
+        best_loss, best_params, since_best = math.inf, None, 0
         try:
             for epoch in range(epochs):
                 lr = _scheduled(schedule, learning_rate, epoch, epochs, history)
@@ -422,10 +447,24 @@ class Network:
                         "); lower the learning rate")
                 if verbose:
                     bar.write(line + f"  {seconds:.2f}s")
+                if early_stopping:
+                    if history.val_loss[-1] < best_loss:
+                        best_loss, since_best = history.val_loss[-1], 0
+                        best_params = self._params.copy()
+                        history.best_epoch = len(history.loss)
+                    else:
+                        since_best += 1
                 if callback is not None and callback(epoch, history):
+                    break
+                if early_stopping and since_best >= early_stopping:
+                    if verbose:
+                        bar.write(f"early stopping: no better validation loss for "
+                                  f"{early_stopping} epochs; keeping epoch {history.best_epoch}")
                     break
         finally:
             bar.close()
+            if best_params is not None:
+                self._params[...] = best_params
         return history
 
 
@@ -441,8 +480,9 @@ def _scheduled(schedule, lr, epoch, epochs, history):
 
 
 class _ReferenceTrainer:
-    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper):
+    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper, dropout, key):
         self.net, self.X, self.Y = net, X, Y
+        self.dropout, self.key = dropout, key
         self.batch_size, self.l2, self.optimizer, self.hyper = batch_size, l2, optimizer, hyper
         self.state = net._optimizer_state_for(optimizer, dict)
 
@@ -450,7 +490,8 @@ class _ReferenceTrainer:
         net = self.net
         cost, accuracy = reference.train_epoch(
             net._weights, net._biases, net.activations, net.cost, self.X, self.Y, order,
-            self.batch_size, lr, self.l2, self.optimizer, self.state, **self.hyper)
+            self.batch_size, lr, self.l2, self.optimizer, self.state, self.dropout, self.key,
+            **self.hyper)
         bar.update(order.size)
         return cost, accuracy
 
@@ -458,8 +499,9 @@ class _ReferenceTrainer:
 class _CompiledTrainer:
     """Workspaces for one fit, allocated once; each call trains a chunk of batches."""
 
-    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper):
+    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper, dropout, key):
         training = _kernels()[4]
+        self.dropout, self.key = dropout, key
         self.net, self.X, self.Y, self.batch_size, self.l2 = net, X, Y, batch_size, l2
         self.optimizer = training.CODES[optimizer]
         self.hyper = hyper
@@ -486,7 +528,7 @@ class _CompiledTrainer:
                 self.optimizer, lr, h["momentum"], h["nesterov"], h["beta1"], h["beta2"],
                 h["epsilon"], self.state["step"], self.state["state1"], self.state["state2"],
                 *self.ws.forward_buffers(), self.ws.delta_a, self.ws.delta_b, self.Y_batch,
-                self.grads)
+                self.grads, self.dropout, self.key)
             self.state["step"] += stop - first
             total += cost
             correct += right

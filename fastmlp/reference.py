@@ -87,16 +87,52 @@ def activation_backward(name, a, grad_a):
     return grad_a * ACTIVATIONS[name][1](a)
 
 
+# --- dropout ------------------------------------------------------------------------------
+# Inverted dropout on hidden layers: keep a unit with probability 1 - p and scale it by
+# 1 / (1 - p), so the expected activation is unchanged and inference needs no dropout.
+# The keep/drop decisions come from a counter-based hash of (key, step, layer, row, unit):
+# nothing is stored, the backward pass recomputes the mask, and the compiled kernels draw
+# exactly the same masks (fastmlp.kernels.activations.dropout_uniform).
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_STEP, _LAYER, _ROW = np.uint64(0xD1B54A32D192ED03), np.uint64(0xABC98388FB8FAC03), np.uint64(
+    0x8CB92BA72F3D8DD7)
+
+
+def dropout_uniform(key, step, layer, rows, cols):
+    """Uniform [0, 1) numbers for a ``(rows, cols)`` block: splitmix64 of the counters."""
+    with np.errstate(over="ignore"):
+        x = (np.uint64(key) + np.uint64(step) * _STEP + np.uint64(layer) * _LAYER
+             + np.arange(rows, dtype=np.uint64)[:, None] * _ROW
+             + np.arange(cols, dtype=np.uint64)[None, :] * _GOLDEN)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def dropout_mask(p, key, step, layer, shape, dtype):
+    """``1/(1-p)`` where a unit is kept, 0 where it is dropped."""
+    keep = dropout_uniform(key, step, layer, *shape) >= p
+    return (keep / (1 - p)).astype(dtype)
+
+
 # --- forward ------------------------------------------------------------------------------
 
 
-def forward(weights, biases, activations, X):
-    """Return ``(zs, acts)``: every layer's pre-activation and ``[a⁰ = X, a¹, ..., aᴸ]``."""
+def forward(weights, biases, activations, X, dropout=0.0, key=0, step=0):
+    """Return ``(zs, acts)``: every layer's pre-activation and ``[a⁰ = X, a¹, ..., aᴸ]``.
+
+    With ``dropout > 0`` (training) hidden activations are multiplied by their dropout mask.
+    """
     zs, acts = [], [X]
     a = X
-    for W, b, name in zip(weights, biases, activations):
+    last = len(weights) - 1
+    for layer, (W, b, name) in enumerate(zip(weights, biases, activations)):
         z = a @ W.T + b
         a = ACTIVATIONS[name][0](z)
+        if dropout and layer < last:
+            a = a * dropout_mask(dropout, key, step, layer, a.shape, a.dtype)
         zs.append(z)
         acts.append(a)
     return zs, acts
@@ -134,13 +170,16 @@ def output_delta(cost, activation, out, Y):
 # --- backward -----------------------------------------------------------------------------
 
 
-def gradients(weights, biases, activations, cost, X, Y, l2=0.0, acts=None):
+def gradients(weights, biases, activations, cost, X, Y, l2=0.0, forward_pass=None,
+              dropout=0.0, key=0, step=0):
     """Return ``[(∂C/∂W, ∂C/∂b), ...]`` for every layer, by the chain rule.
 
-    ``acts`` may carry a forward pass already made (training reuses it for the loss).
+    ``forward_pass`` may carry ``(zs, acts)`` already computed (training reuses it for the
+    loss); with dropout it must be the pass made with the same ``dropout, key, step``.
     """
-    if acts is None:
-        acts = forward(weights, biases, activations, X)[1]
+    if forward_pass is None:
+        forward_pass = forward(weights, biases, activations, X, dropout, key, step)
+    zs, acts = forward_pass
     delta = output_delta(cost, activations[-1], acts[-1], Y)
     grads = [None] * len(weights)
     for layer in reversed(range(len(weights))):
@@ -150,7 +189,15 @@ def gradients(weights, biases, activations, cost, X, Y, l2=0.0, acts=None):
             dW = dW + W.dtype.type(l2) * W
         grads[layer] = (dW, delta.sum(axis=0))
         if layer > 0:
-            delta = activation_backward(activations[layer - 1], acts[layer], delta @ W)
+            below = layer - 1
+            grad_a = delta @ W
+            a = acts[layer]
+            if dropout:
+                # a = f(z) ⊙ mask: the gradient passes through the mask, and f' is taken at
+                # the activation before dropout.
+                grad_a = grad_a * dropout_mask(dropout, key, step, below, a.shape, a.dtype)
+                a = ACTIVATIONS[activations[below]][0](zs[below])
+            delta = activation_backward(activations[below], a, grad_a)
     return grads
 
 
@@ -192,21 +239,23 @@ def update(optimizer, params, grads, state, learning_rate, momentum=0.9, nestero
 
 
 def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, learning_rate,
-                l2=0.0, optimizer="sgd", state=None, **hyper):
+                l2=0.0, optimizer="sgd", state=None, dropout=0.0, key=0, **hyper):
     """One pass over ``X[order]`` in mini-batches.
 
     Returns ``(mean training cost, fraction of samples whose argmax matched)``, both measured
-    on each batch just before its update, as the compiled loop does.
+    on each batch just before its update (with dropout on), as the compiled loop does.
     """
     state = {} if state is None else state
     total, correct = 0.0, 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         xb, yb = X[idx], Y[idx]
-        zs, acts = forward(weights, biases, activations, xb)
+        step = state.get("step", 0)
+        zs, acts = forward(weights, biases, activations, xb, dropout, key, step)
         total += batch_loss(cost, zs[-1], acts[-1], yb) * len(idx)
         correct += int(np.sum(acts[-1].argmax(axis=1) == yb.argmax(axis=1)))
-        grads = gradients(weights, biases, activations, cost, xb, yb, l2, acts=acts)
+        grads = gradients(weights, biases, activations, cost, xb, yb, l2, (zs, acts),
+                          dropout, key, step)
         flat_grads = [g for pair in grads for g in pair]
         params = [p for pair in zip(weights, biases) for p in pair]
         update(optimizer, params, flat_grads, state, learning_rate, **hyper)

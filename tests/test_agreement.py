@@ -92,14 +92,16 @@ def test_forward_loss_gradients_agree(input_path, problem, l2):
 
 @SETTINGS
 @given(problem=problems(), optimizer=st.sampled_from(["sgd", "momentum", "adam"]),
-       nesterov=st.booleans(), l2=st.sampled_from([0.0, 0.01]))
-def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2):
-    """A few optimizer steps (so momentum and Adam state matter), batches that don't divide n."""
+       nesterov=st.booleans(), l2=st.sampled_from([0.0, 0.01]),
+       dropout=st.sampled_from([0.0, 0.0, 0.3]))
+def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2, dropout):
+    """A few optimizer steps (so momentum and Adam state matter), batches that don't divide n,
+    dropout masks drawn identically on both sides."""
     sizes, activations, cost, dtype, n, zero_fraction, seed = problem
     fast, ref = pair(sizes, activations, cost, dtype, seed)
     X, y = make_data(sizes, cost, n, zero_fraction, seed)
     kw = dict(epochs=2, batch_size=max(1, n // 3 + 1), learning_rate=0.05,
-              optimizer=optimizer, nesterov=nesterov, l2=l2, verbose=False)
+              optimizer=optimizer, nesterov=nesterov, l2=l2, dropout=dropout, verbose=False)
     h_fast, h_ref = fast.fit(X, y, **kw), ref.fit(X, y, **kw)
     for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
         assert_close(a, b, dtype, factor=50)
@@ -179,6 +181,32 @@ def test_same_seed_same_initial_parameters(backend):
     # He for the ReLU layer, Glorot otherwise: the spreads differ as the formulas say.
     assert abs(a.weights[0].std() - np.sqrt(2 / 784)) < 0.1 * np.sqrt(2 / 784)
     assert abs(a.weights[1].std() - np.sqrt(2 / 74)) < 0.15 * np.sqrt(2 / 74)
+
+
+def test_dropout_masks_match_and_have_the_right_rate():
+    from fastmlp.kernels import activations
+
+    A = np.ones((200, 300))
+    activations.apply_dropout(A, 0.3, 12345, 7, 1)
+    expected = reference.dropout_mask(0.3, 12345, 7, 1, A.shape, A.dtype)
+    np.testing.assert_array_equal(A, expected)
+    assert abs(np.mean(A == 0) - 0.3) < 0.01
+    np.testing.assert_allclose(A[A != 0], 1 / 0.7)
+    other_step = np.ones_like(A)
+    activations.apply_dropout(other_step, 0.3, 12345, 8, 1)
+    assert np.mean((other_step == 0) == (A == 0)) < 0.65  # a fresh mask every step
+
+
+def test_dropout_changes_training_but_not_inference():
+    rng = np.random.default_rng(0)
+    X, y = rng.random((64, 12)), rng.integers(0, 3, 64)
+    plain, dropped = (fastmlp.Network([12, 16, 3], seed=2) for _ in range(2))
+    np.testing.assert_array_equal(plain.predict_proba(X), dropped.predict_proba(X))
+    plain.fit(X, y, epochs=1, batch_size=16, verbose=False)
+    dropped.fit(X, y, epochs=1, batch_size=16, dropout=0.5, verbose=False)
+    assert not np.allclose(plain.weights[0], dropped.weights[0])
+    # predict is deterministic (no dropout at inference)
+    np.testing.assert_array_equal(dropped.predict_proba(X), dropped.predict_proba(X))
 
 
 # --- each kernel on its own ---------------------------------------------------------------
@@ -276,3 +304,45 @@ def test_cost_kernel(cost, out, dtype):
     assert np.isfinite(summed)
     assert_close(summed / 6, reference.batch_loss(cost, Z, expected_out, Y), name)
     assert_close(delta, reference.output_delta(cost, out, expected_out, Y), name)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_early_stopping_restores_the_best_epoch(backend):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 8))
+    y = rng.integers(0, 3, 120)  # pure noise: validation loss soon gets worse
+    net = fastmlp.Network([8, 64, 3], seed=0, backend=backend)
+    saved = {}
+
+    def remember(epoch, history):
+        saved[epoch + 1] = [w.copy() for w in net.weights]
+
+    history = net.fit(X, y, epochs=60, batch_size=8, learning_rate=0.5, validation_split=0.25,
+                      early_stopping=3, callback=remember, verbose=False)
+    best = history.best_epoch
+    assert history.epochs == best + 3 < 60
+    assert history.val_loss[best - 1] == min(history.val_loss)
+    for w, kept in zip(net.weights, saved[best]):
+        np.testing.assert_array_equal(w, kept)
+    assert len(history.val_loss) == history.epochs
+
+
+def test_validation_split_holds_out_training_samples():
+    X = np.arange(100, dtype=float).reshape(50, 2)
+    y = np.arange(50) % 2
+    seen = []
+    net = fastmlp.Network([2, 2], seed=0)
+    original = net._check_XY
+
+    def spy(X_, Y_):
+        seen.append(np.asarray(X_).shape[0])
+        return original(X_, Y_)
+
+    net._check_XY = spy
+    net.fit(X, y, epochs=1, validation_split=0.2, verbose=False)
+    history = net.history
+    assert len(history.val_accuracy) == 1
+    with pytest.raises(ValueError, match="not both"):
+        net.fit(X, y, validation_split=0.2, validation_data=(X, y), verbose=False)
+    with pytest.raises(ValueError, match="early_stopping needs"):
+        net.fit(X, y, early_stopping=2, verbose=False)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 from numba import njit
 
 # Codes shared with fastmlp.network (names -> codes) and with every kernel.
@@ -65,3 +66,52 @@ def activation_backward(code, A, G):
                 dot += g[j] * a[j]
             for j in range(cols):
                 g[j] = a[j] * (g[j] - dot)
+
+
+# Inverted dropout, with the same counter-based hash as fastmlp.reference: a unit's keep/drop
+# decision is a pure function of (key, step, layer, row, unit), so no mask is ever stored.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_STEP = np.uint64(0xD1B54A32D192ED03)
+_LAYER = np.uint64(0xABC98388FB8FAC03)
+_ROW = np.uint64(0x8CB92BA72F3D8DD7)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, inline="always")
+def dropout_uniform(key, step, layer, row, col):
+    """A uniform [0, 1) number: splitmix64 of the counters (see reference.dropout_uniform)."""
+    x = (np.uint64(key) + np.uint64(step) * _STEP + np.uint64(layer) * _LAYER
+         + np.uint64(row) * _ROW + np.uint64(col) * _GOLDEN)
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    x = x ^ (x >> np.uint64(31))
+    return float(x >> np.uint64(11)) * 2.0 ** -53
+
+
+@njit(cache=True)
+def apply_dropout(A, p, key, step, layer):
+    """A <- A ⊙ mask: dropped units become 0, kept ones are scaled by 1 / (1 - p)."""
+    scale = 1.0 / (1.0 - p)
+    rows, cols = A.shape
+    for r in range(rows):
+        for j in range(cols):
+            if dropout_uniform(key, step, layer, r, j) >= p:
+                A[r, j] *= scale
+            else:
+                A[r, j] = 0
+
+
+@njit(cache=True)
+def dropout_backward(A, G, p, key, step, layer):
+    """Undo dropout before the activation's derivative: G <- G ⊙ mask, and A back to f(z)
+    where the unit was kept (dropped units have G = 0, so their A does not matter)."""
+    scale = 1.0 / (1.0 - p)
+    rows, cols = A.shape
+    for r in range(rows):
+        for j in range(cols):
+            if dropout_uniform(key, step, layer, r, j) >= p:
+                G[r, j] *= scale
+                A[r, j] *= 1.0 - p
+            else:
+                G[r, j] = 0

@@ -13,7 +13,7 @@ Layers with fewer than ``NARROW`` outputs (a 10-class output layer) use dot-prod
 
 from numba import njit
 
-from .activations import activate, activation_backward
+from .activations import activate, activation_backward, apply_dropout, dropout_backward
 from .costs import output_delta
 from .dense import (column_sums, csr_rows_transposed, fill_rows, gather_rows, gemm, gemm_nt,
                     scaled_copy, spmm, transpose)
@@ -48,9 +48,12 @@ def scratch_views(scratch, n, sizes, layer):
 
 @njit(cache=True)
 def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data, use_csr,
-                  acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident):
+                  acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident,
+                  dropout, key, step):
     """Every layer's output for ``X[rows]``; the last layer is left *before* its activation
-    so that the cost can fuse it (softmax + cross-entropy). Returns that last view."""
+    so that the cost can fuse it (softmax + cross-entropy). Returns that last view.
+
+    With ``dropout > 0`` hidden outputs get the dropout mask of ``(key, step)``."""
     n = rows.size
     n_layers = sizes.size - 1
     Z = view2d(acts, 0, 0, 1)
@@ -73,13 +76,15 @@ def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, d
             gemm(x, Wt, Z)
         if layer < n_layers - 1:
             activate(act_codes[layer], Z)
+            if dropout > 0:
+                apply_dropout(Z, dropout, key, step, layer)
     return Z
 
 
 @njit(cache=True)
 def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr,
                     indices, data, use_csr, l2, acts, act_offsets, xbuf, scratch, sp_indptr,
-                    sp_indices, sp_data, ident, delta_a, delta_b, grads):
+                    sp_indices, sp_data, ident, delta_a, delta_b, grads, dropout, key, step):
     """Fill ``grads`` (flat, parameter layout) with ∂C/∂θ of the batch's mean cost + L2.
 
     Returns the batch's *summed* data cost (the mean times the batch size)."""
@@ -87,7 +92,7 @@ def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, i
     n_layers = sizes.size - 1
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
                         use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident)
+                        sp_data, ident, dropout, key, step)
     delta = view2d(delta_a, 0, n, sizes[n_layers])
     total = output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n, delta)
     spare_is_b = True  # δ sits in delta_a; the next one goes to the other buffer
@@ -120,6 +125,8 @@ def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, i
             upstream = view2d(delta_b if spare_is_b else delta_a, 0, n, n_in)
             upstream[:] = 0
             gemm(delta, W, upstream)
+            if dropout > 0:
+                dropout_backward(prev, upstream, dropout, key, step, layer - 1)
             activation_backward(act_codes[layer - 1], prev, upstream)
             spare_is_b = not spare_is_b
             delta = upstream
@@ -135,7 +142,7 @@ def batch_cost(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr
     n_layers = sizes.size - 1
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
                         use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident)
+                        sp_data, ident, 0.0, 0, 0)
     return output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n,
                         view2d(delta, 0, n, sizes[n_layers]))
 
@@ -146,6 +153,6 @@ def predict_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, d
     """ŷ for ``X[rows]``; returns the output view inside ``acts``."""
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
                         use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident)
+                        sp_data, ident, 0.0, 0, 0)
     activate(act_codes[sizes.size - 2], out)
     return out

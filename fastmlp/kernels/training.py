@@ -50,7 +50,7 @@ def train_batches(params, offsets, sizes, act_codes, cost, X, Y, indptr, indices
                   use_csr, order, batch_size, first_batch, stop_batch, l2, optimizer, lr,
                   momentum, nesterov, beta1, beta2, eps, step, state1, state2, acts,
                   act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident, delta_a,
-                  delta_b, Y_batch, grads):
+                  delta_b, Y_batch, grads, dropout, key):
     """Train on batches ``first_batch .. stop_batch - 1`` of ``order``.
 
     Returns the summed data cost over those samples and how many of them the network
@@ -70,7 +70,7 @@ def train_batches(params, offsets, sizes, act_codes, cost, X, Y, indptr, indices
         total += batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, targets,
                                  indptr, indices, data, use_csr, l2, acts, act_offsets,
                                  xbuf, scratch, sp_indptr, sp_indices, sp_data, ident,
-                                 delta_a, delta_b, grads)
+                                 delta_a, delta_b, grads, dropout, key, step)
         out = view2d(acts, act_offsets[n_layers - 1], n, sizes[n_layers])
         correct += count_correct(out, targets)
         update(optimizer, params, grads, lr, momentum, nesterov, beta1, beta2, eps, step,
