@@ -6,7 +6,7 @@ two progress-bar updates — gather, forward, backward, update — runs here wit
 
 import math
 
-from numba import njit
+from numba import njit, prange
 
 from .backprop import batch_gradients, view2d
 from .costs import count_correct
@@ -15,17 +15,17 @@ SGD, MOMENTUM, ADAM = 0, 1, 2
 CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
-@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
 def update(optimizer, params, grads, lr, momentum, nesterov, beta1, beta2, eps, step, state1,
            state2):
     """One optimizer step on the flat parameter vector (same rules as fastmlp.reference)."""
     n = params.size
     if optimizer == SGD:
-        for i in range(n):
+        for i in prange(n):
             params[i] -= lr * grads[i]
     elif optimizer == MOMENTUM:
         # v <- μv - ηg;  θ <- θ + v  (Nesterov: θ <- θ + μv - ηg), as scikit-learn.
-        for i in range(n):
+        for i in prange(n):
             v = momentum * state1[i] - lr * grads[i]
             state1[i] = v
             if nesterov:
@@ -36,7 +36,7 @@ def update(optimizer, params, grads, lr, momentum, nesterov, beta1, beta2, eps, 
         # Adam with the bias correction folded into the step size (Kingma & Ba, sec. 2).
         t = step + 1
         lr_t = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
-        for i in range(n):
+        for i in prange(n):
             g = grads[i]
             m = beta1 * state1[i] + (1 - beta1) * g
             v = beta2 * state2[i] + (1 - beta2) * g * g
