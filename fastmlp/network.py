@@ -3,6 +3,7 @@
 import math
 import numbers
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,10 @@ SCHEDULES = ("constant", "cosine", "step")
 CHUNK_SAMPLES = 8192
 PREDICT_ROWS = 4096  # predict() works through large inputs in slices of this many rows
 CSR_DENSITY = 0.5  # first-layer input sparser than this trains from a CSR copy of X
+CSR_MIN_ROWS = 256  # ...when it has at least this many rows (else the copy isn't worth it)
+# The first layer's input arguments when X is used dense: (indptr, indices, data, use_csr).
+_NO_CSR = {name: (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype), False)
+           for name, dtype in (("float32", np.float32), ("float64", np.float64))}
 
 
 @dataclass
@@ -195,6 +200,12 @@ class Network:
     def n_outputs(self):
         return self.layer_sizes[-1]
 
+    def __getstate__(self):
+        # Pickling (joblib, dask) carries the parameters, not the per-thread predict cache.
+        state = self.__dict__.copy()
+        state.pop("_ws_cache", None)
+        return state
+
     def __repr__(self):
         return (f"Network({self.layer_sizes}, activations={self.activations}, "
                 f"cost={self.cost!r}, backend={self.backend!r}, dtype={self.dtype.name!r})")
@@ -212,14 +223,22 @@ class Network:
     def _workspace(self, rows):
         return _Workspace(self, rows)
 
-    def _input(self, X, allow_csr=True):
-        """The first layer's view of X: a CSR copy when X is sparse enough to pay for one
-        (decided once per call on the whole of X), else the dense rows themselves."""
-        dense = _kernels()[3]
-        if allow_csr and np.count_nonzero(X) < CSR_DENSITY * X.size:
-            indptr, indices, data = dense.to_csr(X)
+    def _predict_workspace(self, rows):
+        """A workspace kept between predict calls (one per thread, so predicting from
+        several threads at once stays safe): single-sample latency is mostly overhead."""
+        cache = self.__dict__.setdefault("_ws_cache", threading.local())
+        ws = getattr(cache, "ws", None)
+        if ws is None or ws.rows < rows or ws.params is not self._params:
+            ws = cache.ws = _Workspace(self, rows)
+        return ws
+
+    def _input(self, X):
+        """The first layer's view of X: a CSR copy when X is big and sparse enough to pay for
+        one (decided once per call on the whole of X), else the dense rows themselves."""
+        if X.shape[0] >= CSR_MIN_ROWS and np.count_nonzero(X) < CSR_DENSITY * X.size:
+            indptr, indices, data = _kernels()[3].to_csr(X)
             return indptr, indices, data, True
-        return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, self.dtype), False
+        return _NO_CSR[self.dtype.name]
 
     # --- inference -------------------------------------------------------------------------
 
@@ -251,14 +270,14 @@ class Network:
             return reference.predict_proba(self._weights, self._biases, self.activations, X)
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        ws = self._workspace(min(n, PREDICT_ROWS))
-        dense_input = self._input(X, allow_csr=False)
+        ws = self._predict_workspace(min(n, PREDICT_ROWS))
+        first_layer = self._input(X)
         out = np.empty((n, self.n_outputs), dtype=self.dtype)
         codes = self._codes()
         for start in range(0, n, PREDICT_ROWS):
             rows = np.arange(start, min(n, start + PREDICT_ROWS))
             out[start:start + rows.size] = backprop.predict_batch(
-                self._params, self._offsets, self._sizes, codes, X, rows, *dense_input,
+                self._params, self._offsets, self._sizes, codes, X, rows, *first_layer,
                 *ws.forward_buffers())
         return out
 
@@ -278,14 +297,14 @@ class Network:
     def _summed_cost(self, X, Y):
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        ws = self._workspace(min(n, PREDICT_ROWS))
-        dense_input = self._input(X, allow_csr=False)
+        ws = self._predict_workspace(min(n, PREDICT_ROWS))
+        first_layer = self._input(X)
         total = 0.0
         for start in range(0, n, PREDICT_ROWS):
             rows = np.arange(start, min(n, start + PREDICT_ROWS))
             total += backprop.batch_cost(self._params, self._offsets, self._sizes,
                                          self._codes(), self._cost_code, X, rows, Y[rows],
-                                         *dense_input, *ws.forward_buffers(), ws.delta_a)
+                                         *first_layer, *ws.forward_buffers(), ws.delta_a)
         return total
 
     def gradients(self, X, Y, l2=0.0):
@@ -541,6 +560,7 @@ class _Workspace:
     once (per fit, or per predict call) and reused by every batch."""
 
     def __init__(self, net, rows):
+        self.rows, self.params = rows, net._params
         widths = net._sizes[1:]
         self.act_offsets = np.concatenate([[0], np.cumsum(widths * rows)[:-1]]).astype(np.int64)
         self.acts = np.empty(int(widths.sum()) * rows, dtype=net.dtype)

@@ -66,6 +66,7 @@ def pair(sizes, activations, cost, dtype, seed):
 def input_path(request, monkeypatch):
     """Force the first layer's dense or CSR kernels regardless of the data's density."""
     monkeypatch.setattr(network_module, "CSR_DENSITY", 0.0 if request.param == "dense" else 2.0)
+    monkeypatch.setattr(network_module, "CSR_MIN_ROWS", 0)
     return request.param
 
 
@@ -159,6 +160,15 @@ def test_fit_continues_optimizer_state_like_one_long_fit():
                    shuffle=False, verbose=False)
     for a, b in zip(once.weights, pieces.weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_network_pickles_after_predicting():
+    import pickle
+
+    net = fastmlp.Network([4, 3, 2], seed=0)
+    X = np.random.default_rng(0).random((5, 4))
+    expected = net.predict_proba(X)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(net)).predict_proba(X), expected)
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
