@@ -20,6 +20,7 @@ SCHEDULES = ("constant", "cosine", "step")
 # Samples per compiled call while training: the progress bar and Ctrl-C get a look-in this
 # often, at a cost of one Python round trip per chunk.
 CHUNK_SAMPLES = 8192
+MIN_PART_ROWS = 16  # training splits a batch across threads in parts of at least this size
 PREDICT_ROWS = 4096  # predict() works through large inputs in slices of this many rows
 CSR_DENSITY = 0.5  # first-layer input sparser than this trains from a CSR copy of X
 CSR_MIN_ROWS = 256  # ...when it has at least this many rows (else the copy isn't worth it)
@@ -260,7 +261,7 @@ class Network:
         ws = self._workspace(n)
         backprop.predict_batch(self._params, self._offsets, self._sizes, self._codes(), X,
                                ws.ident[:n], *self._input(X), *ws.forward_buffers())
-        return [ws.acts[o:o + n * w].reshape(n, w).copy()
+        return [ws.acts[0, o:o + n * w].reshape(n, w).copy()
                 for o, w in zip(ws.act_offsets, self.layer_sizes[1:])]
 
     def predict_proba(self, X):
@@ -304,7 +305,7 @@ class Network:
             rows = np.arange(start, min(n, start + PREDICT_ROWS))
             total += backprop.batch_cost(self._params, self._offsets, self._sizes,
                                          self._codes(), self._cost_code, X, rows, Y[rows],
-                                         *first_layer, *ws.forward_buffers(), ws.delta_a)
+                                         *first_layer, *ws.forward_buffers(), ws.delta_a[0])
         return total
 
     def gradients(self, X, Y, l2=0.0):
@@ -325,7 +326,8 @@ class Network:
         grads = np.empty_like(self._params)
         backprop.batch_gradients(self._params, self._offsets, self._sizes, self._codes(),
                                  self._cost_code, X, ws.ident[:n], Y, *csr, l2,
-                                 *ws.forward_buffers(), ws.delta_a, ws.delta_b, grads, 0.0, 0, 0)
+                                 *ws.forward_buffers(), ws.delta_a[0], ws.delta_b[0], grads,
+                                 0.0, 0, 0, n, 0)
         return [(grads[o:o + i * j].reshape(i, j).T, grads[o + i * j:o + i * j + j])
                 for o, i, j in zip(self._offsets, self.layer_sizes[:-1], self.layer_sizes[1:])]
 
@@ -498,6 +500,12 @@ def _scheduled(schedule, lr, epoch, epochs, history):
     return lr
 
 
+def _threads_now():
+    import numba
+
+    return numba.get_num_threads()
+
+
 class _ReferenceTrainer:
     def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper, dropout, key):
         self.net, self.X, self.Y = net, X, Y
@@ -525,9 +533,12 @@ class _CompiledTrainer:
         self.optimizer = training.CODES[optimizer]
         self.hyper = hyper
         self.csr = net._input(X)
-        self.ws = net._workspace(batch_size)
-        self.Y_batch = np.empty((batch_size, net.n_outputs), net.dtype)
-        self.grads = np.empty_like(net._params)
+        # Threads share each batch; a part below MIN_PART_ROWS samples isn't worth a thread.
+        self.parts = max(1, min(_threads_now(), batch_size // MIN_PART_ROWS))
+        rows = -(-batch_size // self.parts)
+        self.ws = _Workspace(net, rows, self.parts)
+        self.Y_parts = np.empty((self.parts, rows * net.n_outputs), net.dtype)
+        self.grads = np.empty((self.parts, net._params.size), net.dtype)
         # state1: velocity or Adam's first moment; state2: Adam's second; step: updates made.
         self.state = net._optimizer_state_for(optimizer, lambda: {
             "state1": np.zeros_like(net._params), "state2": np.zeros_like(net._params),
@@ -535,7 +546,7 @@ class _CompiledTrainer:
         self.train_batches = training.train_batches
 
     def epoch(self, order, lr, bar):
-        net, h = self.net, self.hyper
+        net, h, ws = self.net, self.hyper, self.ws
         n_batches = -(-order.size // self.batch_size)
         per_call = max(1, CHUNK_SAMPLES // self.batch_size)
         total, correct = 0.0, 0
@@ -546,7 +557,8 @@ class _CompiledTrainer:
                 self.Y, *self.csr, order, self.batch_size, first, stop, self.l2,
                 self.optimizer, lr, h["momentum"], h["nesterov"], h["beta1"], h["beta2"],
                 h["epsilon"], self.state["step"], self.state["state1"], self.state["state2"],
-                *self.ws.forward_buffers(), self.ws.delta_a, self.ws.delta_b, self.Y_batch,
+                self.parts, ws.acts, ws.act_offsets, ws.xbuf, ws.scratch, ws.sp_indptr,
+                ws.sp_indices, ws.sp_data, ws.ident, ws.delta_a, ws.delta_b, self.Y_parts,
                 self.grads, self.dropout, self.key)
             self.state["step"] += stop - first
             total += cost
@@ -556,31 +568,36 @@ class _CompiledTrainer:
 
 
 class _Workspace:
-    """Every buffer a compiled call needs for batches of up to ``rows`` samples, allocated
-    once (per fit, or per predict call) and reused by every batch."""
+    """Every buffer a compiled call needs for up to ``rows`` samples per part, allocated
+    once (per fit, or per predict call) and reused by every batch. Training gives each of
+    ``parts`` threads its own row of every buffer."""
 
-    def __init__(self, net, rows):
-        self.rows, self.params = rows, net._params
+    def __init__(self, net, rows, parts=1):
+        self.rows, self.parts, self.params = rows, parts, net._params
+        sizes = net.layer_sizes
         widths = net._sizes[1:]
         self.act_offsets = np.concatenate([[0], np.cumsum(widths * rows)[:-1]]).astype(np.int64)
-        self.acts = np.empty(int(widths.sum()) * rows, dtype=net.dtype)
-        sizes = net.layer_sizes
-        widest_in = max(sizes[:-1])
-        self.xbuf = np.empty(rows * sizes[0], dtype=net.dtype)  # a gathered dense batch
+
+        def buffer(size, dtype=net.dtype):
+            return np.empty((parts, size), dtype=dtype)
+
+        self.acts = buffer(int(widths.sum()) * rows)
+        self.xbuf = buffer(rows * sizes[0])  # a gathered dense batch
         # One layer's transposes at a time: its input batch, weights and δ.
-        self.scratch = np.empty(max(i * rows + o * i + o * rows
-                                    for i, o in zip(sizes[:-1], sizes[1:])), dtype=net.dtype)
+        self.scratch = buffer(max(i * rows + o * i + o * rows
+                                  for i, o in zip(sizes[:-1], sizes[1:])))
         # The first layer's input batch, transposed, in CSR form.
-        self.sp_indptr = np.empty(sizes[0] + 1, dtype=np.int64)
-        self.sp_indices = np.empty(rows * sizes[0], dtype=np.int32)
-        self.sp_data = np.empty(rows * sizes[0], dtype=net.dtype)
-        self.ident = np.arange(max(rows, widest_in), dtype=np.int64)
-        self.delta_a = np.empty(int(widths.max()) * rows, dtype=net.dtype)
-        self.delta_b = np.empty_like(self.delta_a)
+        self.sp_indptr = buffer(sizes[0] + 1, np.int64)
+        self.sp_indices = buffer(rows * sizes[0], np.int32)
+        self.sp_data = buffer(rows * sizes[0])
+        self.ident = np.arange(max(rows, max(sizes[:-1])), dtype=np.int64)
+        self.delta_a = buffer(int(widths.max()) * rows)
+        self.delta_b = buffer(int(widths.max()) * rows)
 
     def forward_buffers(self):
-        return (self.acts, self.act_offsets, self.xbuf, self.scratch, self.sp_indptr,
-                self.sp_indices, self.sp_data, self.ident)
+        """Part 0's buffers, for the single-part (inference, gradients) kernels."""
+        return (self.acts[0], self.act_offsets, self.xbuf[0], self.scratch[0],
+                self.sp_indptr[0], self.sp_indices[0], self.sp_data[0], self.ident)
 
 
 class _NoBar:

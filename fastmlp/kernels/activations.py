@@ -16,30 +16,29 @@ def activate(code, Z):
     """Z <- f(Z), row by row."""
     rows, cols = Z.shape
     for r in range(rows):
-        z = Z[r]
         if code == RELU:
             for j in range(cols):
-                if z[j] < 0:
-                    z[j] = 0
+                if Z[r, j] < 0:
+                    Z[r, j] = 0
         elif code == SIGMOID:
             for j in range(cols):
                 # exp of a non-positive number only: no overflow for large |z|.
-                e = math.exp(-abs(z[j]))
-                z[j] = 1 / (1 + e) if z[j] >= 0 else e / (1 + e)
+                e = math.exp(-abs(Z[r, j]))
+                Z[r, j] = 1 / (1 + e) if Z[r, j] >= 0 else e / (1 + e)
         elif code == TANH:
             for j in range(cols):
-                z[j] = math.tanh(z[j])
+                Z[r, j] = math.tanh(Z[r, j])
         elif code == SOFTMAX:
-            m = z[0]
+            m = Z[r, 0]
             for j in range(1, cols):
-                m = max(m, z[j])
+                m = max(m, Z[r, j])
             s = 0.0
             for j in range(cols):
-                z[j] = math.exp(z[j] - m)
-                s += z[j]
+                Z[r, j] = math.exp(Z[r, j] - m)
+                s += Z[r, j]
             inv = 1 / s
             for j in range(cols):
-                z[j] *= inv
+                Z[r, j] *= inv
 
 
 @njit(cache=True)
@@ -47,25 +46,23 @@ def activation_backward(code, A, G):
     """G <- ∂C/∂z given G = ∂C/∂a and the activation's output A (derivatives from a = f(z))."""
     rows, cols = A.shape
     for r in range(rows):
-        a = A[r]
-        g = G[r]
         if code == RELU:
             for j in range(cols):
-                if a[j] <= 0:
-                    g[j] = 0
+                if A[r, j] <= 0:
+                    G[r, j] = 0
         elif code == SIGMOID:
             for j in range(cols):
-                g[j] *= a[j] * (1 - a[j])
+                G[r, j] *= A[r, j] * (1 - A[r, j])
         elif code == TANH:
             for j in range(cols):
-                g[j] *= 1 - a[j] * a[j]
+                G[r, j] *= 1 - A[r, j] * A[r, j]
         elif code == SOFTMAX:
             # Jacobian-vector product of softmax: a ⊙ (g - <g, a>).
             dot = 0.0
             for j in range(cols):
-                dot += g[j] * a[j]
+                dot += G[r, j] * A[r, j]
             for j in range(cols):
-                g[j] = a[j] * (g[j] - dot)
+                G[r, j] = A[r, j] * (G[r, j] - dot)
 
 
 # Inverted dropout, with the same counter-based hash as fastmlp.reference: a unit's keep/drop
@@ -90,27 +87,29 @@ def dropout_uniform(key, step, layer, row, col):
 
 
 @njit(cache=True)
-def apply_dropout(A, p, key, step, layer):
-    """A <- A ⊙ mask: dropped units become 0, kept ones are scaled by 1 / (1 - p)."""
+def apply_dropout(A, p, key, step, layer, row0):
+    """A <- A ⊙ mask: dropped units become 0, kept ones are scaled by 1 / (1 - p).
+
+    ``A`` holds rows ``row0 ..`` of the batch (a thread's share)."""
     scale = 1.0 / (1.0 - p)
     rows, cols = A.shape
     for r in range(rows):
         for j in range(cols):
-            if dropout_uniform(key, step, layer, r, j) >= p:
+            if dropout_uniform(key, step, layer, row0 + r, j) >= p:
                 A[r, j] *= scale
             else:
                 A[r, j] = 0
 
 
 @njit(cache=True)
-def dropout_backward(A, G, p, key, step, layer):
+def dropout_backward(A, G, p, key, step, layer, row0):
     """Undo dropout before the activation's derivative: G <- G ⊙ mask, and A back to f(z)
     where the unit was kept (dropped units have G = 0, so their A does not matter)."""
     scale = 1.0 / (1.0 - p)
     rows, cols = A.shape
     for r in range(rows):
         for j in range(cols):
-            if dropout_uniform(key, step, layer, r, j) >= p:
+            if dropout_uniform(key, step, layer, row0 + r, j) >= p:
                 G[r, j] *= scale
                 A[r, j] *= 1.0 - p
             else:

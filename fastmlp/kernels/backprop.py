@@ -49,11 +49,12 @@ def scratch_views(scratch, n, sizes, layer):
 @njit(cache=True)
 def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data, use_csr,
                   acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident,
-                  dropout, key, step):
+                  dropout, key, step, row0):
     """Every layer's output for ``X[rows]``; the last layer is left *before* its activation
     so that the cost can fuse it (softmax + cross-entropy). Returns that last view.
 
-    With ``dropout > 0`` hidden outputs get the dropout mask of ``(key, step)``."""
+    With ``dropout > 0`` hidden outputs get the dropout mask of ``(key, step)``; ``rows`` are
+    rows ``row0 ..`` of the batch."""
     n = rows.size
     n_layers = sizes.size - 1
     Z = view2d(acts, 0, 0, 1)
@@ -77,24 +78,26 @@ def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, d
         if layer < n_layers - 1:
             activate(act_codes[layer], Z)
             if dropout > 0:
-                apply_dropout(Z, dropout, key, step, layer)
+                apply_dropout(Z, dropout, key, step, layer, row0)
     return Z
 
 
 @njit(cache=True)
 def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr,
                     indices, data, use_csr, l2, acts, act_offsets, xbuf, scratch, sp_indptr,
-                    sp_indices, sp_data, ident, delta_a, delta_b, grads, dropout, key, step):
-    """Fill ``grads`` (flat, parameter layout) with ∂C/∂θ of the batch's mean cost + L2.
+                    sp_indices, sp_data, ident, delta_a, delta_b, grads, dropout, key, step,
+                    n_total, row0):
+    """Fill ``grads`` (flat, parameter layout) with ∂C/∂θ + l2 θ of the cost of ``X[rows]``
+    *divided by n_total*: a batch of ``n_total`` split into parts adds up to its mean cost.
 
-    Returns the batch's *summed* data cost (the mean times the batch size)."""
+    Returns the summed data cost of these rows."""
     n = rows.size
     n_layers = sizes.size - 1
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
                         use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident, dropout, key, step)
+                        sp_data, ident, dropout, key, step, row0)
     delta = view2d(delta_a, 0, n, sizes[n_layers])
-    total = output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n, delta)
+    total = output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n_total, delta)
     spare_is_b = True  # δ sits in delta_a; the next one goes to the other buffer
     for layer in range(n_layers - 1, -1, -1):
         Wt, _ = layer_params(params, offsets, sizes, layer)
@@ -126,7 +129,7 @@ def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, i
             upstream[:] = 0
             gemm(delta, W, upstream)
             if dropout > 0:
-                dropout_backward(prev, upstream, dropout, key, step, layer - 1)
+                dropout_backward(prev, upstream, dropout, key, step, layer - 1, row0)
             activation_backward(act_codes[layer - 1], prev, upstream)
             spare_is_b = not spare_is_b
             delta = upstream
@@ -142,7 +145,7 @@ def batch_cost(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr
     n_layers = sizes.size - 1
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
                         use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident, 0.0, 0, 0)
+                        sp_data, ident, 0.0, 0, 0, 0)
     return output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n,
                         view2d(delta, 0, n, sizes[n_layers]))
 
@@ -153,6 +156,6 @@ def predict_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, d
     """ŷ for ``X[rows]``; returns the output view inside ``acts``."""
     out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
                         use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident, 0.0, 0, 0)
+                        sp_data, ident, 0.0, 0, 0, 0)
     activate(act_codes[sizes.size - 2], out)
     return out

@@ -20,20 +20,19 @@ def softmax_cross_entropy(Z, Y, inv_n, delta):
     rows, cols = Z.shape
     total = 0.0
     for r in range(rows):
-        z = Z[r]
-        m = z[0]
+        m = Z[r, 0]
         for j in range(1, cols):
-            m = max(m, z[j])
+            m = max(m, Z[r, j])
         s = 0.0
         for j in range(cols):
-            s += math.exp(z[j] - m)
+            s += math.exp(Z[r, j] - m)
         log_s = math.log(s)
         for j in range(cols):
-            log_p = z[j] - m - log_s
+            log_p = Z[r, j] - m - log_s
             if Y[r, j] != 0:
                 total -= Y[r, j] * log_p
-            z[j] = math.exp(log_p)
-            delta[r, j] = (z[j] - Y[r, j]) * inv_n
+            Z[r, j] = math.exp(log_p)
+            delta[r, j] = (Z[r, j] - Y[r, j]) * inv_n
     return total
 
 

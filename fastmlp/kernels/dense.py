@@ -7,12 +7,12 @@
   zeros, so the first layer's forward (rows: samples) and weight gradient (rows of Xᵀ: input
   pixels) use a CSR copy of the data set made once per ``fit`` and skip the zeros outright.
 
-Each output row is accumulated by one thread in a fixed order, so results do not depend on
-the thread count.
+All of them are serial: training splits each batch across threads one level up
+(``training.train_batches``), so a batch costs two fork-joins, not one per product.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Reassociation lets LLVM vectorize; NaN/inf semantics stay IEEE.
 FAST = {"reassoc", "contract", "nsz"}
@@ -23,7 +23,7 @@ FAST = {"reassoc", "contract", "nsz"}
 SLAB = 128
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST)
 def spmm(indptr, indices, data, rows, B, out):
     """``out[i] += Σ_p data[p] · B[indices[p]]`` over the stored entries of CSR row ``rows[i]``.
 
@@ -32,7 +32,7 @@ def spmm(indptr, indices, data, rows, B, out):
     """
     n_out = B.shape[1]
     n_slabs = (n_out + SLAB - 1) // SLAB
-    for task in prange(rows.size * n_slabs):
+    for task in range(rows.size * n_slabs):
         # Slab-major order: all rows of a batch walk the same slab of B one after another.
         slab = task // rows.size
         i = task - slab * rows.size
@@ -131,7 +131,7 @@ def csr_rows_transposed(indptr, indices, data, rows, n_cols, t_indptr, t_indices
     t_indptr[0] = 0
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST)
 def gemm(A, B, out):
     """``out += A B`` for dense C-contiguous ``A (m, k)``, ``B (k, n)``, ``out (m, n)``.
 
@@ -142,7 +142,7 @@ def gemm(A, B, out):
     m, k_total = A.shape
     n = B.shape[1]
     k_main = k_total - k_total % 4
-    for block in prange((m + 3) // 4):
+    for block in range((m + 3) // 4):
         i0 = block * 4
         if i0 + 4 <= m:
             o0, o1, o2, o3 = out[i0], out[i0 + 1], out[i0 + 2], out[i0 + 3]
@@ -171,13 +171,13 @@ def gemm(A, B, out):
                     o[j] += a * b[j]
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+@njit(cache=True, fastmath=FAST)
 def gemm_nt(A, Bt, out):
     """``out += A Btᵀ`` as dot products of rows: the shape for a narrow output (``n`` small,
     e.g. 10 classes), where gemm's sweep over ``j`` would be too short to vectorize."""
     m, k_total = A.shape
     n = Bt.shape[0]
-    for i in prange(m):
+    for i in range(m):
         a = A[i]
         for j in range(n):
             b = Bt[j]

@@ -2,10 +2,16 @@
 
 Python hands over the epoch's sample order and a range of batch numbers; everything between
 two progress-bar updates — gather, forward, backward, update — runs here without returning.
+
+Threads split each batch into ``n_parts`` contiguous parts: each computes its part's share
+of the gradient in its own workspace (one row of every 2-D buffer), then the update sums the
+shares in a fixed order. Two fork-joins per batch, whatever the network's depth, so a busy
+machine that delays a thread costs little; and the same thread count gives the same bits.
 """
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from .backprop import batch_gradients, view2d
@@ -16,20 +22,23 @@ CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
-def update(optimizer, params, grads, lr, momentum, nesterov, beta1, beta2, eps, step, state1,
-           state2):
-    """One optimizer step on the flat parameter vector (same rules as fastmlp.reference)."""
+def update(optimizer, params, grads, n_parts, lr, momentum, nesterov, beta1, beta2, eps, step,
+           state1, state2):
+    """One optimizer step on the flat parameter vector (same rules as fastmlp.reference).
+
+    The gradient is the sum of the first ``n_parts`` rows of ``grads``."""
     n = params.size
     if optimizer == SGD:
         for i in prange(n):
-            params[i] -= lr * grads[i]
+            params[i] -= lr * summed(grads, n_parts, i)
     elif optimizer == MOMENTUM:
         # v <- μv - ηg;  θ <- θ + v  (Nesterov: θ <- θ + μv - ηg), as scikit-learn.
         for i in prange(n):
-            v = momentum * state1[i] - lr * grads[i]
+            g = summed(grads, n_parts, i)
+            v = momentum * state1[i] - lr * g
             state1[i] = v
             if nesterov:
-                params[i] += momentum * v - lr * grads[i]
+                params[i] += momentum * v - lr * g
             else:
                 params[i] += v
     else:
@@ -37,7 +46,7 @@ def update(optimizer, params, grads, lr, momentum, nesterov, beta1, beta2, eps, 
         t = step + 1
         lr_t = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
         for i in prange(n):
-            g = grads[i]
+            g = summed(grads, n_parts, i)
             m = beta1 * state1[i] + (1 - beta1) * g
             v = beta2 * state2[i] + (1 - beta2) * g * g
             state1[i] = m
@@ -45,35 +54,51 @@ def update(optimizer, params, grads, lr, momentum, nesterov, beta1, beta2, eps, 
             params[i] -= lr_t * m / (math.sqrt(v) + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def summed(grads, n_parts, i):
+    g = grads[0, i]
+    for t in range(1, n_parts):
+        g += grads[t, i]
+    return g
+
+
+@njit(cache=True, parallel=True)
 def train_batches(params, offsets, sizes, act_codes, cost, X, Y, indptr, indices, data,
                   use_csr, order, batch_size, first_batch, stop_batch, l2, optimizer, lr,
-                  momentum, nesterov, beta1, beta2, eps, step, state1, state2, acts,
+                  momentum, nesterov, beta1, beta2, eps, step, state1, state2, n_parts, acts,
                   act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident, delta_a,
-                  delta_b, Y_batch, grads, dropout, key):
+                  delta_b, Y_parts, grads, dropout, key):
     """Train on batches ``first_batch .. stop_batch - 1`` of ``order``.
 
-    Returns the summed data cost over those samples and how many of them the network
-    classified right before each update. ``step`` counts updates made before this call
-    (Adam's bias correction needs it)."""
+    Workspace arguments are 2-D, one row per part. Returns the summed data cost over those
+    samples and how many of them the network classified right before each update. ``step``
+    counts updates made before this call (Adam's bias correction needs it)."""
     n_samples = order.size
     n_layers = sizes.size - 1
-    total = 0.0
-    correct = 0
+    n_out = sizes[n_layers]
+    costs = np.zeros(n_parts)
+    corrects = np.zeros(n_parts, dtype=np.int64)
     for batch in range(first_batch, stop_batch):
         start = batch * batch_size
         rows = order[start:min(start + batch_size, n_samples)]
         n = rows.size
-        targets = Y_batch[:n]
-        for r in range(n):
-            targets[r] = Y[rows[r]]
-        total += batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, targets,
-                                 indptr, indices, data, use_csr, l2, acts, act_offsets,
-                                 xbuf, scratch, sp_indptr, sp_indices, sp_data, ident,
-                                 delta_a, delta_b, grads, dropout, key, step)
-        out = view2d(acts, act_offsets[n_layers - 1], n, sizes[n_layers])
-        correct += count_correct(out, targets)
-        update(optimizer, params, grads, lr, momentum, nesterov, beta1, beta2, eps, step,
+        parts = min(n_parts, n)
+        for t in prange(parts):
+            lo = t * n // parts
+            hi = (t + 1) * n // parts
+            part = rows[lo:hi]
+            targets = Y_parts[t, :(hi - lo) * n_out].reshape((hi - lo, n_out))
+            for r in range(hi - lo):
+                for j in range(n_out):
+                    targets[r, j] = Y[part[r], j]
+            costs[t] += batch_gradients(
+                params, offsets, sizes, act_codes, cost, X, part, targets, indptr, indices,
+                data, use_csr, l2 if t == 0 else 0.0, acts[t], act_offsets, xbuf[t],
+                scratch[t], sp_indptr[t], sp_indices[t], sp_data[t], ident, delta_a[t],
+                delta_b[t], grads[t], dropout, key, step, n, lo)
+            out = view2d(acts[t], act_offsets[n_layers - 1], hi - lo, n_out)
+            corrects[t] += count_correct(out, targets)
+        update(optimizer, params, grads, parts, lr, momentum, nesterov, beta1, beta2, eps, step,
                state1, state2)
         step += 1
-    return total, correct
+    return costs.sum(), corrects.sum()
