@@ -1,0 +1,286 @@
+"""Each compiled kernel against its plain-numpy equivalent, at MNIST shapes.
+
+Groups (one per kernel and shape) put ``numba`` and ``numpy`` side by side:
+``pytest benchmarks/bench_kernels.py --benchmark-only --benchmark-group-by=group``.
+
+Kernel signatures are still being tuned: every call into ``fastmlp.kernels`` goes through one
+of the small ``*_call`` adapters below, so a signature change is a one-place edit here. Each
+adapter returns a zero-argument callable; numba callables are run once before timing so that
+compilation (or the cache load) never lands in a measurement.
+"""
+
+import numpy as np
+import pytest
+
+from fastmlp import reference
+from fastmlp.network import Network
+
+ARCHS = {"784-128-10": [784, 128, 10], "784-512-256-10": [784, 512, 256, 10]}
+BATCHES = (64, 128)
+BACKENDS = ("numba", "numpy")
+F32 = np.float32
+
+
+def _k():
+    from fastmlp.kernels import activations, backprop, costs, dense, training
+
+    return activations, backprop, costs, dense, training
+
+
+def _run(benchmark, group, fn):
+    benchmark.group = group
+    fn()  # compile / load the numba cache, warm the caches
+    benchmark(fn)
+
+
+def _batch_rows(n_total, batch, seed=0):
+    return np.sort(np.random.default_rng(seed).choice(n_total, batch, replace=False)).astype(
+        np.int64)
+
+
+def _he(rng, n_in, n_out):
+    return (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(F32)
+
+
+# --- adapters: the one place that knows the kernels' signatures --------------------------
+
+
+def spmm_call(csr, rows, Wt, out):
+    dense = _k()[3]
+    indptr, indices, data = csr
+    return lambda: dense.spmm(indptr, indices, data, rows, Wt, out)
+
+
+def spmm_dw_call(csr, rows, delta, dWt):
+    """First-layer weight gradient from CSR rows: transpose the batch, then Xᵀ δ."""
+    dense = _k()[3]
+    indptr, indices, data = csr
+    n_in = dWt.shape[0]
+    t_indptr = np.empty(n_in + 1, np.int64)
+    nnz = int(sum(indptr[r + 1] - indptr[r] for r in rows))
+    t_indices = np.empty(nnz, np.int32)
+    t_data = np.empty(nnz, F32)
+    ident = np.arange(n_in, dtype=np.int64)
+
+    def run():
+        dense.csr_rows_transposed(indptr, indices, data, rows, n_in, t_indptr, t_indices,
+                                  t_data)
+        dense.spmm(t_indptr, t_indices, t_data, ident, delta, dWt)
+
+    return run
+
+
+def gemm_call(A, B, out):
+    dense = _k()[3]
+    return lambda: dense.gemm(A, B, out)
+
+
+def gemm_nt_call(A, Bt, out):
+    """``out += A Btᵀ`` (the narrow-output variant), or None if the kernel is absent."""
+    dense = _k()[3]
+    fn = getattr(dense, "gemm_nt", None)
+    return None if fn is None else (lambda: fn(A, Bt, out))
+
+
+def activate_call(name, Z):
+    activations = _k()[0]
+    code = activations.CODES[name]
+    return lambda: activations.activate(code, Z)
+
+
+def softmax_ce_call(Z, Y, delta):
+    activations, _, costs, _, _ = _k()
+    n = Z.shape[0]
+    return lambda: costs.output_delta(costs.CROSS_ENTROPY, activations.SOFTMAX, Z, Y, n, delta)
+
+
+def batch_gradients_call(net, X, csr, rows, Y_batch):
+    """One training batch's forward + backward as ``train_batches`` runs it (CSR input)."""
+    backprop = _k()[1]
+    ws = net._workspace(rows.size)
+    grads = np.empty_like(net._params)
+    args = (net._params, net._offsets, net._sizes, net._codes(), net._cost_code, X, rows,
+            Y_batch, *csr, True, 0.0, *ws.forward_buffers(), ws.delta_a, ws.delta_b, grads,
+            0.0, 0, 0)  # dropout p, key, step
+    return lambda: backprop.batch_gradients(*args)
+
+
+def update_call(params, grads, lr):
+    training = _k()[4]
+    s1, s2 = np.zeros_like(params), np.zeros_like(params)
+    return lambda: training.update(training.SGD, params, grads, lr, 0.9, False, 0.9, 0.999,
+                                   1e-8, 0, s1, s2)
+
+
+# --- forward product of the first layer: CSR rows x Wt vs X[rows] @ Wt ----------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("hidden", [128, 512])
+def test_spmm_forward(benchmark, mnist, mnist_csr, backend, batch, hidden):
+    X = mnist[0]
+    rows = _batch_rows(X.shape[0], batch)
+    Wt = _he(np.random.default_rng(1), 784, hidden)
+    out = np.zeros((batch, hidden), F32)
+    if backend == "numba":
+        fn = spmm_call(mnist_csr, rows, Wt, out)
+    else:
+        def fn():
+            np.matmul(X[rows], Wt, out=out)
+    _run(benchmark, f"spmm forward 784x{hidden} b{batch}", fn)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("hidden", [128, 512])
+def test_spmm_weight_gradient(benchmark, mnist, mnist_csr, backend, batch, hidden):
+    X = mnist[0]
+    rows = _batch_rows(X.shape[0], batch)
+    delta = np.random.default_rng(2).standard_normal((batch, hidden)).astype(F32)
+    dWt = np.zeros((784, hidden), F32)
+    if backend == "numba":
+        fn = spmm_dw_call(mnist_csr, rows, delta, dWt)
+    else:
+        def fn():
+            np.matmul(X[rows].T, delta, out=dWt)
+    _run(benchmark, f"spmm dW 784x{hidden} b{batch}", fn)
+
+
+# --- dense products of the hidden/output layers -----------------------------------------------
+
+
+def _gemm_shapes():
+    """(m, k, n, what) of every dense product a training batch makes after layer 0."""
+    shapes = {}
+    for arch in ARCHS.values():
+        for b in BATCHES:
+            for layer, (n_in, n_out) in enumerate(zip(arch[:-1], arch[1:])):
+                if layer == 0:
+                    continue
+                shapes[(b, n_in, n_out)] = "forward A·Wt"
+                shapes.setdefault((n_in, b, n_out), "dW Aᵀ·δ")
+                shapes.setdefault((b, n_out, n_in), "dX δ·W")
+    return [(*s, what) for s, what in shapes.items()]
+
+
+GEMM_SHAPES = _gemm_shapes()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("m,k,n,what", GEMM_SHAPES,
+                         ids=[f"{m}x{k}x{n}" for m, k, n, _ in GEMM_SHAPES])
+def test_gemm(benchmark, backend, m, k, n, what):
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((m, k)).astype(F32)
+    B = rng.standard_normal((k, n)).astype(F32)
+    out = np.zeros((m, n), F32)
+    if backend == "numba":
+        fn = gemm_call(A, B, out)
+    else:
+        def fn():
+            np.matmul(A, B, out=out)
+    _run(benchmark, f"gemm ({m}x{k})·({k}x{n}) {what}", fn)
+
+
+NARROW_SHAPES = [s for s in GEMM_SHAPES if s[2] < 16]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("m,k,n,what", NARROW_SHAPES,
+                         ids=[f"{m}x{k}x{n}" for m, k, n, _ in NARROW_SHAPES])
+def test_gemm_nt(benchmark, backend, m, k, n, what):
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((m, k)).astype(F32)
+    Bt = rng.standard_normal((n, k)).astype(F32)
+    out = np.zeros((m, n), F32)
+    if backend == "numba":
+        fn = gemm_nt_call(A, Bt, out)
+        if fn is None:
+            pytest.skip("fastmlp.kernels.dense has no gemm_nt")
+    else:
+        def fn():
+            np.matmul(A, Bt.T, out=out)
+    _run(benchmark, f"gemm_nt ({m}x{k})·({n}x{k})ᵀ {what}", fn)
+
+
+# --- activations and the output delta ---------------------------------------------------------
+
+
+ACT_SHAPES = sorted({("relu", b, w) for b in BATCHES for w in (128, 256, 512)}
+                    | {("softmax", b, 10) for b in BATCHES})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,batch,width", ACT_SHAPES,
+                         ids=[f"{a}-b{b}x{w}" for a, b, w in ACT_SHAPES])
+def test_activation(benchmark, backend, name, batch, width):
+    Z = np.random.default_rng(4).standard_normal((batch, width)).astype(F32)
+    if backend == "numba":
+        fn = activate_call(name, Z)  # in place, as the kernels use it
+    else:
+        f = reference.ACTIVATIONS[name][0]
+
+        def fn():
+            f(Z)
+    _run(benchmark, f"activate {name} b{batch}x{width}", fn)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_softmax_cross_entropy_delta(benchmark, backend, batch):
+    rng = np.random.default_rng(5)
+    Z = rng.standard_normal((batch, 10)).astype(F32)
+    Y = np.eye(10, dtype=F32)[rng.integers(0, 10, batch)]
+    delta = np.empty_like(Z)
+    if backend == "numba":
+        fn = softmax_ce_call(Z, Y, delta)
+    else:
+        def fn():  # what the reference does per batch: ŷ, the loss and δ
+            out = reference.softmax(Z)
+            reference.batch_loss("cross_entropy", Z, out, Y)
+            reference.output_delta("cross_entropy", "softmax", out, Y)
+    _run(benchmark, f"softmax+CE delta b{batch}x10", fn)
+
+
+# --- one whole batch: forward + backward ------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_batch_gradients(benchmark, mnist, mnist_csr, backend, batch, arch):
+    X, y = mnist[0], mnist[1]
+    rows = _batch_rows(X.shape[0], batch)
+    Y_batch = np.eye(10, dtype=F32)[y[rows]]
+    net = Network(ARCHS[arch], backend=backend, seed=0)
+    if backend == "numba":
+        fn = batch_gradients_call(net, X, mnist_csr, rows, Y_batch)
+    else:
+        W, b, acts = net.weights, net.biases, net.activations
+
+        def fn():
+            reference.gradients(W, b, acts, "cross_entropy", X[rows], Y_batch)
+    _run(benchmark, f"batch_gradients {arch} b{batch}", fn)
+
+
+# --- one optimizer step -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_sgd_update(benchmark, backend, arch):
+    net = Network(ARCHS[arch], backend="numpy", seed=0)
+    lr = 1e-7  # tiny: thousands of steps leave the parameters where they were
+    rng = np.random.default_rng(6)
+    if backend == "numba":
+        grads = rng.standard_normal(net._params.size).astype(F32)
+        fn = update_call(net._params, grads, lr)
+    else:
+        params = [p for pair in zip(net.weights, net.biases) for p in pair]
+        grads = [rng.standard_normal(p.shape).astype(F32) for p in params]
+        state = {}
+
+        def fn():
+            reference.update("sgd", params, grads, state, lr)
+    _run(benchmark, f"sgd update {arch} ({net._params.size:,} params)", fn)
