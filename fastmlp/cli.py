@@ -479,24 +479,6 @@ def _split(X, y, fraction, seed):
     return (X[train], y[train]), (X[val], y[val])
 
 
-def _schedule(name, total_epochs, offset):
-    """The learning rate of global epoch ``offset + epoch`` out of ``total_epochs``.
-
-    The same formulas as Network.fit's named schedules; a callable so that a resumed run
-    continues the schedule where the interrupted one stopped.
-    """
-
-    def rate(epoch, lr, history):
-        e = offset + epoch
-        if name == "cosine":
-            return lr * 0.5 * (1 + math.cos(math.pi * e / total_epochs))
-        if name == "step":
-            return lr * 0.5 ** (e // max(1, math.ceil(total_epochs / 3)))
-        return lr
-
-    return rate
-
-
 class _EarlyStopping:
     """Stop after ``patience`` epochs without a lower validation loss; remember the best."""
 
@@ -593,12 +575,8 @@ def cmd_train(args):
     stopper = _EarlyStopping(recipe["early_stopping"]) if recipe["early_stopping"] else None
     done = 0
     total = recipe["epochs"]
-    schedule = _schedule(recipe["schedule"], total, 0)
     if found is not None:
-        done, stopper, resume_rngs = checkpoint.restore(found, net, stopper)
-        schedule = _resuming(_schedule(recipe["schedule"], total, done), net, resume_rngs)
-    elif checkpoint is not None:
-        checkpoint.fit_start = _get_rng_states(net)
+        done, stopper = checkpoint.restore(found, net, stopper)
 
     header = (f"fastmlp: {'-'.join(map(str, sizes))} {recipe['activation']}, "
               f"{recipe['optimizer']} lr {recipe['lr']:g} ({recipe['schedule']}), batch "
@@ -622,12 +600,13 @@ def cmd_train(args):
     if remaining > 0 and not stopped_early:
         fit_started = time.perf_counter()
         try:
-            net.fit(X_fit, y_fit, epochs=remaining, batch_size=recipe["batch_size"],
+            net.fit(X_fit, y_fit, epochs=total, initial_epoch=done,
+                    batch_size=recipe["batch_size"],
                     learning_rate=recipe["lr"], optimizer=recipe["optimizer"],
                     l2=recipe["l2"], dropout=recipe["dropout"], validation_data=validation,
                     verbose=not args.quiet, momentum=recipe["momentum"],
                     nesterov=recipe["nesterov"],
-                    schedule=schedule, callback=callback)
+                    schedule=recipe["schedule"], callback=callback)
         except KeyboardInterrupt:
             where = ""
             if checkpoint is not None and checkpoint.epoch:
@@ -751,7 +730,7 @@ def _save_model(net, out, run):
 #   epoch-000k.model.npz  Network.save: weights, biases and the History so far
 #   epoch-000k.state.npz  arrays: optimizer state ("opt.<key>"), early stopping's best weights
 #   checkpoint.json       the commit record, written last: format, epoch, the settings, the
-#                         shuffling RNG state, optimizer scalars, early-stopping scalars
+#                         rest of Network.training_state(), early-stopping scalars
 # Each file is written atomically and checkpoint.json names the other two, so an interrupted
 # save leaves the previous checkpoint intact; older epoch files are deleted after the commit.
 
@@ -760,7 +739,6 @@ class _Checkpoints:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.epoch = 0
-        self.fit_start = None  # the network's random state when the run's first fit began
 
     def read(self):
         path = self.folder / CHECKPOINT_FILE
@@ -777,7 +755,7 @@ class _Checkpoints:
         if data.get("version") != CHECKPOINT_VERSION:
             raise CLIError(f"{path} has checkpoint version {data.get('version')!r}; this "
                            f"fastmlp reads version {CHECKPOINT_VERSION}")
-        for key in ("epoch", "config", "model", "state", "training_state", "rng_fit_start"):
+        for key in ("epoch", "config", "model", "state", "training_state"):
             if key not in data:
                 raise CLIError(f"{path} is not a valid checkpoint: no {key!r}")
         self.epoch = data["epoch"]
@@ -790,8 +768,7 @@ class _Checkpoints:
         epoch = net.history.epochs
         stem = f"epoch-{epoch:04d}"
         model, state = f"{stem}.model.npz", f"{stem}.state.npz"
-        training_state, arrays = _get_optimizer_state(net)
-        training_state["rngs"] = _get_rng_states(net)
+        training_state, arrays = _split_training_state(net.training_state())
         if stopper is not None:
             arrays.update(stopper.arrays())
         from .io import atomic_write
@@ -806,7 +783,6 @@ class _Checkpoints:
             "model": model,
             "state": state,
             "training_state": training_state,
-            "rng_fit_start": self.fit_start,
             "early_stopping": None if stopper is None else stopper.to_json(),
         })
         self.epoch = epoch
@@ -818,9 +794,7 @@ class _Checkpoints:
     def restore(self, data, net, stopper):
         """Load the checkpoint into ``net`` (built with the run's settings and seed).
 
-        Returns ``(epochs done, early stopping, random state after the last epoch)``; the
-        network's random state is left as it was when the interrupted run's fit began (see
-        ``_resuming``)."""
+        Returns ``(epochs done, early stopping)``."""
         import numpy as np
 
         from .network import Network
@@ -840,89 +814,31 @@ class _Checkpoints:
                 arrays = {k: archive[k] for k in archive.files}
         except (OSError, ValueError, EOFError) as exc:
             raise CLIError(f"{self.folder / data['state']} is not readable: {exc}") from None
-        _set_optimizer_state(net, data["training_state"], arrays)
-        self.fit_start = data["rng_fit_start"]
-        _set_rng_states(net, self.fit_start)
+        try:
+            net.set_training_state(_join_training_state(data["training_state"], arrays))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CLIError(f"{self.folder}: invalid training state ({exc})") from None
         if data.get("early_stopping") is not None:
             stopper = _EarlyStopping.restore(data["early_stopping"], arrays)
-        return data["epoch"], stopper, data["training_state"]["rngs"]
+        return data["epoch"], stopper
 
 
-# --- private Network state -------------------------------------------------------------
-# THE ONLY PLACE that reads Network internals: the optimizer state (net._optimizer_state,
-# ``(name, {"state1": array, "state2": array, "step": int})``) and every numpy Generator the
-# network owns (net._rng: shuffling, and the dropout key that fit draws when it starts).
-# Replace with public accessors (and fit(initial_epoch=...)) when Network has them.
-
-
-def _get_optimizer_state(net):
-    """``(json-able dict, {name: array})``: the optimizer state ``fit`` carries between epochs."""
+def _split_training_state(state):
+    """Network.training_state() as ``(json-able dict, {"opt.<key>": array})``."""
     import numpy as np
 
-    info = {"optimizer": None, "scalars": {}}
-    arrays = {}
-    state = getattr(net, "_optimizer_state", None)
-    if state is not None:
-        name, values = state
-        info["optimizer"] = name
-        for key, value in values.items():
-            if not isinstance(key, str):
-                raise CLIError(f"cannot checkpoint optimizer state key {key!r}")
-            if isinstance(value, np.ndarray):
-                arrays[f"opt.{key}"] = value
-            elif isinstance(value, (bool, int, float, np.generic)):
-                info["scalars"][key] = value.item() if isinstance(value, np.generic) else value
-            else:
-                raise CLIError(f"cannot checkpoint optimizer state {key!r} of type "
-                               f"{type(value).__name__}")
-    return info, arrays
+    arrays = {f"opt.{k}": v for k, v in state["state"].items() if isinstance(v, np.ndarray)}
+    scalars = {k: (v.item() if isinstance(v, np.generic) else v)
+               for k, v in state["state"].items() if not isinstance(v, np.ndarray)}
+    return {"optimizer": state["optimizer"], "scalars": scalars, "rng": state["rng"],
+            "dropout_key": state["dropout_key"]}, arrays
 
 
-def _set_optimizer_state(net, info, arrays):
-    import numpy as np
-
-    if info.get("optimizer") is not None:
-        values = dict(info.get("scalars", {}))
-        values.update({k[4:]: np.ascontiguousarray(v) for k, v in arrays.items()
-                       if k.startswith("opt.")})
-        net._optimizer_state = (info["optimizer"], values)
-    else:
-        net._optimizer_state = None
-
-
-def _get_rng_states(net):
-    import numpy as np
-
-    return {attr: value.bit_generator.state for attr, value in vars(net).items()
-            if isinstance(value, np.random.Generator)}
-
-
-def _set_rng_states(net, states):
-    import numpy as np
-
-    for attr, state in (states or {}).items():
-        generator = getattr(net, attr, None)
-        if not isinstance(generator, np.random.Generator):
-            raise CLIError(f"the checkpoint has random state {attr!r} this Network lacks")
-        generator.bit_generator.state = state
-
-
-def _resuming(schedule, net, rng_states):
-    """``schedule``, which also puts the random state after the last finished epoch back
-    into the network when the resumed fit asks for its first learning rate.
-
-    fit draws its dropout key from the network's generator when it starts and then one
-    shuffle per epoch (after asking for the epoch's rate). The resumed fit therefore starts
-    from the random state the interrupted fit started from -- same dropout key -- and the
-    shuffles continue from where they stopped."""
-    pending = [rng_states]
-
-    def rate(epoch, lr, history):
-        if pending:
-            _set_rng_states(net, pending.pop())
-        return schedule(epoch, lr, history)
-
-    return rate
+def _join_training_state(info, arrays):
+    state = dict(info["scalars"])
+    state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+    return {"optimizer": info["optimizer"], "state": state, "rng": info["rng"],
+            "dropout_key": info["dropout_key"]}
 
 
 # --------------------------------------------------------------------------- evaluate

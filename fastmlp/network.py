@@ -138,6 +138,9 @@ class Network:
         self._optimizer_state = None  # (optimizer name, its state), kept between fits
         self._allocate()
         self._initialize()
+        # Dropout masks hash (key, update step, layer, row, unit); drawn once per network so
+        # that the same seed gives the same masks on both backends and across fit calls.
+        self._dropout_key = int(self._rng.integers(2**62))
 
     # --- parameters -----------------------------------------------------------------------
 
@@ -343,6 +346,38 @@ class Network:
         accuracy = float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
         return {"loss": float(cost), "accuracy": accuracy}
 
+    def training_state(self):
+        """Everything besides parameters and History that the next ``fit`` depends on: the
+        optimizer state (arrays and step count), the shuffling generator's state and the
+        dropout key. With ``save`` and ``set_training_state`` a run resumes bit for bit."""
+        name, state = self._optimizer_state or (None, {})
+        return {"optimizer": name,
+                "state": {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                          for k, v in state.items() if isinstance(k, str)},
+                "rng": self._rng.bit_generator.state,
+                "dropout_key": self._dropout_key}
+
+    def set_training_state(self, state):
+        """Restore what :meth:`training_state` returned (e.g. from a checkpoint)."""
+        try:
+            name = state["optimizer"]
+            if name is not None:
+                check.choice("optimizer", name, OPTIMIZERS)
+                values = {k: (np.array(v, dtype=self.dtype) if isinstance(v, np.ndarray)
+                              else v) for k, v in dict(state["state"]).items()}
+                for k, v in values.items():
+                    if isinstance(v, np.ndarray) and v.shape != self._params.shape and \
+                            self.backend == "numba":
+                        raise ValueError(f"optimizer state {k!r} has shape {v.shape}; "
+                                         f"expected {self._params.shape}")
+                self._optimizer_state = (name, values)
+            else:
+                self._optimizer_state = None
+            self._rng.bit_generator.state = state["rng"]
+            self._dropout_key = int(state["dropout_key"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a training state: {exc!r}") from None
+
     def reset_optimizer(self):
         """Forget momentum velocities / Adam moments: the next ``fit`` starts them at zero."""
         self._optimizer_state = None
@@ -372,7 +407,7 @@ class Network:
     def fit(self, X, y, epochs=10, batch_size=64, learning_rate=0.1, optimizer="sgd", l2=0.0,
             dropout=0.0, validation_data=None, shuffle=True, verbose=True, *, momentum=0.9,
             nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, schedule="constant",
-            validation_split=0.0, early_stopping=0, callback=None):
+            validation_split=0.0, early_stopping=0, callback=None, initial_epoch=0):
         """Train with mini-batch gradient descent; returns (and extends) ``self.history``.
 
         ``y`` is integer labels ``(n,)`` or targets ``(n, n_outputs)``. ``optimizer`` is
@@ -386,12 +421,18 @@ class Network:
         ``early_stopping=k`` stops after ``k`` epochs without a better validation loss and
         restores the parameters of the best epoch (``history.best_epoch``).
         ``callback(epoch, history)`` runs after every epoch; returning True stops training.
+        ``initial_epoch`` resumes a run: epochs ``initial_epoch .. epochs - 1`` are trained,
+        and schedules see the run's epoch numbers.
 
         Optimizer state (momentum velocities, Adam moments) carries over to the next ``fit``
         with the same optimizer, so training can continue in pieces; ``reset_optimizer()``
         starts it afresh.
         """
         epochs = check.positive_int("epochs", epochs)
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) \
+                or not 0 <= initial_epoch < epochs:
+            raise ValueError(f"initial_epoch must be an integer in 0..epochs-1 ({epochs - 1}), "
+                             f"got {initial_epoch!r}")
         batch_size = check.positive_int("batch_size", batch_size)
         learning_rate = check.real("learning_rate", learning_rate, low=0, low_open=True)
         optimizer = check.choice("optimizer", optimizer, OPTIMIZERS)
@@ -433,16 +474,13 @@ class Network:
         batch_size = min(batch_size, n)
         hyper = dict(momentum=momentum, nesterov=bool(nesterov), beta1=beta1, beta2=beta2,
                      epsilon=epsilon)
-        # Dropout masks hash (key, update step, layer, row, unit); the key is drawn from the
-        # network's generator so that the same seed gives the same masks on both backends.
-        dropout_key = int(self._rng.integers(2**62))
         trainer = (_ReferenceTrainer if self.backend == "numpy" else _CompiledTrainer)(
-            self, X, Y, batch_size, l2, optimizer, hyper, dropout, dropout_key)
+            self, X, Y, batch_size, l2, optimizer, hyper, dropout, self._dropout_key)
         history = self.history
-        bar = _progress(verbose, epochs, n)
+        bar = _progress(verbose, epochs - initial_epoch, n)
         best_loss, best_params, since_best = math.inf, None, 0
         try:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 lr = _scheduled(schedule, learning_rate, epoch, epochs, history)
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 started = time.perf_counter()

@@ -221,15 +221,15 @@ def update(optimizer, params, grads, state, learning_rate, momentum=0.9, nestero
         if optimizer == "sgd":
             p -= cast(learning_rate) * g
         elif optimizer == "momentum":
-            v = state.setdefault(("v", i), np.zeros_like(p))
+            v = state.setdefault(f"v{i}", np.zeros_like(p))
             v[...] = cast(momentum) * v - cast(learning_rate) * g
             if nesterov:
                 p += cast(momentum) * v - cast(learning_rate) * g
             else:
                 p += v
         elif optimizer == "adam":
-            m = state.setdefault(("m", i), np.zeros_like(p))
-            v = state.setdefault(("v", i), np.zeros_like(p))
+            m = state.setdefault(f"m{i}", np.zeros_like(p))
+            v = state.setdefault(f"v{i}", np.zeros_like(p))
             m[...] = cast(beta1) * m + cast(1 - beta1) * g
             v[...] = cast(beta2) * v + cast(1 - beta2) * g * g
             lr_t = learning_rate * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)

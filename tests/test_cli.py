@@ -240,19 +240,6 @@ def test_early_stopping_restores_best(monkeypatch):
     assert (net.weights[0] == 2).all()
 
 
-def test_cli_schedules_match_fit():
-    rng = np.random.default_rng(0)
-    X, y = rng.random((20, 4)), rng.integers(0, 2, 20)
-    for name in cli.SCHEDULE_NAMES:
-        net = Network([4, 3, 2], seed=0)
-        expected = net.fit(X, y, epochs=7, learning_rate=0.1, schedule=name,
-                           verbose=False).learning_rate
-        ours = cli._schedule(name, 7, 0)
-        assert [ours(e, 0.1, None) for e in range(7)] == expected
-        later = cli._schedule(name, 7, 3)
-        assert [later(e, 0.1, None) for e in range(4)] == expected[3:]
-
-
 # ------------------------------------------------------------ checkpoints and Ctrl-C
 
 
