@@ -280,7 +280,6 @@ BAD_FIT = [
                  id="epsilon-0"),
     pytest.param(dict(dropout=1.0), r"dropout must be in \[0, 1\)", id="dropout-1"),
     pytest.param(dict(dropout=-0.1), r"dropout must be in \[0, 1\)", id="dropout<0"),
-    pytest.param(dict(dropout=0.5), r"dropout is not supported", id="dropout-unsupported"),
     pytest.param(dict(optimizer="rmsprop"), r"unknown optimizer 'rmsprop'.*sgd, momentum, adam",
                  id="unknown-optimizer"),
     pytest.param(dict(optimizer=None), r"unknown optimizer None", id="optimizer-None"),
