@@ -107,7 +107,9 @@ def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2, dropou
     for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
         assert_close(a, b, dtype, factor=50)
     assert_close(h_fast.loss, h_ref.loss, dtype, factor=50)
-    assert h_fast.accuracy == h_ref.accuracy
+    # Accuracy counts argmax matches: a near-tie between two outputs (an all-zero input row
+    # leaves only the biases) may flip on the last bit, so allow a sample or two.
+    assert np.allclose(h_fast.accuracy, h_ref.accuracy, atol=2.5 / n)
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
