@@ -11,3 +11,4 @@ Layout shared by every kernel:
   and writes the same memory.
 * Gradients and optimizer state use the same flat layout, so an update is one loop.
 """
+

@@ -21,45 +21,42 @@ SGD, MOMENTUM, ADAM = 0, 1, 2
 CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract", "nsz"})
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
 def update(optimizer, params, grads, n_parts, lr, momentum, nesterov, beta1, beta2, eps, step,
            state1, state2):
     """One optimizer step on the flat parameter vector (same rules as fastmlp.reference).
 
-    The gradient is the sum of the first ``n_parts`` rows of ``grads``."""
+    Serial on purpose: it is memory-bound, and one fork-join per batch (the gradient parts)
+    is cheaper than two. The gradient is the sum of the first ``n_parts`` rows of ``grads``, added into row 0 in
+    part order (so the same thread count gives the same bits)."""
     n = params.size
+    g = grads[0]
+    for part in range(1, n_parts):
+        share = grads[part]
+        for i in range(n):
+            g[i] += share[i]
     if optimizer == SGD:
-        for i in prange(n):
-            params[i] -= lr * summed(grads, n_parts, i)
+        for i in range(n):
+            params[i] -= lr * g[i]
     elif optimizer == MOMENTUM:
         # v <- μv - ηg;  θ <- θ + v  (Nesterov: θ <- θ + μv - ηg), as scikit-learn.
-        for i in prange(n):
-            g = summed(grads, n_parts, i)
-            v = momentum * state1[i] - lr * g
+        for i in range(n):
+            v = momentum * state1[i] - lr * g[i]
             state1[i] = v
             if nesterov:
-                params[i] += momentum * v - lr * g
+                params[i] += momentum * v - lr * g[i]
             else:
                 params[i] += v
     else:
         # Adam with the bias correction folded into the step size (Kingma & Ba, sec. 2).
         t = step + 1
         lr_t = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
-        for i in prange(n):
-            g = summed(grads, n_parts, i)
-            m = beta1 * state1[i] + (1 - beta1) * g
-            v = beta2 * state2[i] + (1 - beta2) * g * g
+        for i in range(n):
+            m = beta1 * state1[i] + (1 - beta1) * g[i]
+            v = beta2 * state2[i] + (1 - beta2) * g[i] * g[i]
             state1[i] = m
             state2[i] = v
             params[i] -= lr_t * m / (math.sqrt(v) + eps)
-
-
-@njit(cache=True, inline="always")
-def summed(grads, n_parts, i):
-    g = grads[0, i]
-    for t in range(1, n_parts):
-        g += grads[t, i]
-    return g
 
 
 @njit(cache=True, parallel=True)
