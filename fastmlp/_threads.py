@@ -4,8 +4,9 @@
 def set_num_threads(n):
     """Use ``n`` threads in the compiled kernels (1 .. the number of CPUs numba saw at start).
 
-    Results do not depend on the thread count: parallel loops split rows of a result, never
-    a sum.
+    Training splits each batch into one part per thread and sums the parts' gradients in a
+    fixed order: the same seed and thread count give the same bits; another thread count
+    differs only by float rounding.
     """
     import numbers
 

@@ -31,6 +31,8 @@ import warnings
 
 import numpy as np
 
+from .cli import _number, _positive_int
+
 # name -> (layer sizes, batch size); the order of the default run.
 CONFIGS = {
     "784-128-10 b64": ([784, 128, 10], 64),
@@ -533,24 +535,8 @@ def load_data(args):
 # --- command line -----------------------------------------------------------------------------
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+# The CLI's argument checks, so that `fastmlp bench` words its errors like every subcommand.
+_positive_float = _number(low=0, low_open=True)
 
 
 def build_parser(prog="fastmlp bench"):

@@ -205,10 +205,19 @@ class Network:
         return self.layer_sizes[-1]
 
     def __getstate__(self):
-        # Pickling (joblib, dask) carries the parameters, not the per-thread predict cache.
+        # Pickling (joblib, dask, deepcopy) carries the flat parameters; the weight and bias
+        # views are rebuilt over them on unpickling (pickled views would come back as
+        # detached copies), and the per-thread predict cache is not carried at all.
         state = self.__dict__.copy()
-        state.pop("_ws_cache", None)
+        for key in ("_ws_cache", "_weights", "_biases", "_act_codes"):
+            state.pop(key, None)
         return state
+
+    def __setstate__(self, state):
+        params = state.pop("_params")
+        self.__dict__.update(state)
+        self._allocate()
+        self._params[...] = params
 
     def __repr__(self):
         return (f"Network({self.layer_sizes}, activations={self.activations}, "

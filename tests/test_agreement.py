@@ -169,13 +169,22 @@ def test_fit_continues_optimizer_state_like_one_long_fit():
         np.testing.assert_array_equal(a, b)
 
 
-def test_network_pickles_after_predicting():
+def test_network_pickles_and_keeps_training_in_step():
+    import copy
     import pickle
 
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 4)), rng.integers(0, 2, 40)
     net = fastmlp.Network([4, 3, 2], seed=0)
-    X = np.random.default_rng(0).random((5, 4))
-    expected = net.predict_proba(X)
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(net)).predict_proba(X), expected)
+    net.fit(X, y, epochs=1, optimizer="adam", verbose=False)
+    net.predict_proba(X)  # fills the per-thread workspace cache, which must not travel
+    for clone in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        np.testing.assert_array_equal(clone.predict_proba(X), net.predict_proba(X))
+        clone.fit(X, y, epochs=1, optimizer="adam", verbose=False)
+        # the public views follow the parameters the kernels train
+        np.testing.assert_array_equal(clone.weights[0], clone._params[:12].reshape(4, 3).T)
+    net.fit(X, y, epochs=1, optimizer="adam", verbose=False)
+    np.testing.assert_array_equal(clone.weights[0], net.weights[0])  # same state, same step
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
