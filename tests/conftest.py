@@ -3,6 +3,14 @@ from pathlib import Path
 
 import pytest
 
+# Tests change the working directory (tmp_path); a relative FASTMLP_DATA such as the
+# README's ../shared/data must keep pointing where it pointed when pytest started.
+if os.environ.get("FASTMLP_DATA"):
+    os.environ["FASTMLP_DATA"] = str(Path(os.environ["FASTMLP_DATA"]).resolve())
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
 
 def shared_data_dir() -> Path:
     """The shared data folder: $FASTMLP_DATA if set, else ../shared/data beside the repo."""
@@ -12,10 +20,17 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Folder holding mnist/ (the four real IDX files); skips the test if they are not there."""
+    """Folder holding mnist/ (the four real IDX files).
+
+    When FASTMLP_DATA names a folder without them the tests fail (CI must not pass by
+    skipping); with nothing configured and no ../shared/data they skip with the reason."""
     root = shared_data_dir()
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    missing = [n for n in names if not any((root / "mnist" / f"{n}{s}").is_file() for s in ("", ".gz"))]
+    missing = [n for n in MNIST_FILES
+               if not any((root / "mnist" / f"{n}{s}").is_file() for s in ("", ".gz"))]
     if missing:
-        pytest.skip(f"real MNIST not found in {root / 'mnist'} (missing {', '.join(missing)}); set FASTMLP_DATA")
+        message = (f"real MNIST not found in {root / 'mnist'} (missing {', '.join(missing)}); "
+                   "set FASTMLP_DATA to the folder that holds mnist/")
+        if os.environ.get("FASTMLP_DATA"):
+            pytest.fail(message)
+        pytest.skip(message)
     return root
