@@ -585,6 +585,9 @@ def cmd_train(args):
               + (f" (+{len(validation[1])} for validation)" if validation else "")
               + f", {_threads_in_use()} threads")
     _note(args, header)
+    if not _kernels_cached():
+        _note(args, "fastmlp: first run: compiling the kernels (about 20-30 s; cached for "
+                    "later runs)")
     if done:
         _note(args, f"fastmlp: resuming from {args.checkpoint} after epoch {done}")
 
@@ -1049,6 +1052,20 @@ def cmd_info(args):
     model = default_model_path()
     print(f"model       {model}: {'present' if model.is_file() else 'none yet (fastmlp train)'}")
     return 0
+
+
+def _kernels_cached():
+    """Whether numba's on-disk cache already holds the compiled training loop."""
+    import importlib.util
+
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    if configured:
+        return any(Path(configured).rglob("training.train_batches-*.nbi"))
+    spec = importlib.util.find_spec("fastmlp.kernels")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "__pycache__"
+    # Numba falls back to its user-wide cache when the package folder is read-only.
+    return any(folder.glob("training.train_batches-*.nbi")) or any(
+        (Path.home() / ".cache" / "numba").rglob("training.train_batches-*.nbi"))
 
 
 def _numba_cache_dir(numba):
