@@ -161,14 +161,26 @@ def gemm(A, B, out):
             first_row, k_start = i0, k_main
         else:
             first_row, k_start = i0, 0
-        # Leftovers: the last k % 4 inner indices of a full block, or a short last block.
-        for i in range(first_row, min(m, i0 + 4)):
+        # Leftovers: the last k % 4 inner indices of a full block, or the rows of a short
+        # last block (all of a 1-sample prediction), eight inner indices per pass.
+        for i in range(i0, min(m, i0 + 4)):
             o = out[i]
-            for k in range(k_start, k_total):
+            k = k_start
+            while k + 8 <= k_total:
+                a0, a1, a2, a3 = A[i, k], A[i, k + 1], A[i, k + 2], A[i, k + 3]
+                a4, a5, a6, a7 = A[i, k + 4], A[i, k + 5], A[i, k + 6], A[i, k + 7]
+                b0, b1, b2, b3 = B[k], B[k + 1], B[k + 2], B[k + 3]
+                b4, b5, b6, b7 = B[k + 4], B[k + 5], B[k + 6], B[k + 7]
+                for j in range(n):
+                    o[j] += ((a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j])
+                             + (a4 * b4[j] + a5 * b5[j] + a6 * b6[j] + a7 * b7[j]))
+                k += 8
+            while k < k_total:
                 a = A[i, k]
                 b = B[k]
                 for j in range(n):
                     o[j] += a * b[j]
+                k += 1
 
 
 @njit(cache=True, fastmath=FAST)
