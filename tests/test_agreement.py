@@ -266,8 +266,11 @@ def test_gemm_and_transpose(m, k, n, dtype):
     B = rng.normal(size=(k, n)).astype(dtype)
     out = rng.normal(size=(m, n)).astype(dtype)
     expected = out + A @ B
+    narrow = out.copy()
     dense.gemm(A, B, out)
     assert_close(out, expected, name)
+    dense.gemm_nt(A, np.ascontiguousarray(B.T), narrow)  # the dot-product form
+    assert_close(narrow, expected, name)
     At = np.empty((k, m), dtype)
     dense.transpose(A, At)
     np.testing.assert_array_equal(At, A.T)
