@@ -479,57 +479,6 @@ def _split(X, y, fraction, seed):
     return (X[train], y[train]), (X[val], y[val])
 
 
-class _EarlyStopping:
-    """Stop after ``patience`` epochs without a lower validation loss; remember the best."""
-
-    def __init__(self, patience):
-        self.patience = patience
-        self.best = math.inf
-        self.best_epoch = None  # 1-based epoch number, as Network.fit's history.best_epoch
-        self.wait = 0
-        self.best_params = None  # [W0, b0, W1, b1, ...] copies
-        self.stopped = False
-
-    def update(self, net, history):
-        import numpy as np
-
-        epoch = len(history.val_loss)
-        value = history.val_loss[-1]
-        if value < self.best:
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            self.best_params = [np.array(p) for W, b in zip(net.weights, net.biases)
-                                for p in (W, b)]
-        else:
-            self.wait += 1
-        history.best_epoch = self.best_epoch
-        self.stopped = self.wait >= self.patience
-        return self.stopped
-
-    def restore_best(self, net):
-        if self.best_params is None:
-            return
-        net.weights = self.best_params[0::2]
-        net.biases = self.best_params[1::2]
-
-    def to_json(self):
-        return {"patience": self.patience, "best": self.best if math.isfinite(self.best)
-                else None, "best_epoch": self.best_epoch, "wait": self.wait,
-                "stopped": self.stopped}
-
-    def arrays(self):
-        return {f"best.{i}": p for i, p in enumerate(self.best_params or [])}
-
-    @classmethod
-    def restore(cls, data, arrays):
-        es = cls(data["patience"])
-        es.best = math.inf if data["best"] is None else float(data["best"])
-        es.best_epoch, es.wait, es.stopped = data["best_epoch"], data["wait"], data["stopped"]
-        keys = sorted((k for k in arrays if k.startswith("best.")),
-                      key=lambda k: int(k.split(".")[1]))
-        es.best_params = [arrays[k] for k in keys] or None
-        return es
-
-
 def cmd_train(args):
     started = time.perf_counter()
     explicit = _explicit(args)
@@ -572,11 +521,10 @@ def cmd_train(args):
     sizes = [X_train.shape[1], *recipe["hidden"], n_classes]
     activations = [recipe["activation"]] * len(recipe["hidden"]) + ["softmax"]
     net = Network(sizes, activations, seed=recipe["seed"])
-    stopper = _EarlyStopping(recipe["early_stopping"]) if recipe["early_stopping"] else None
     done = 0
     total = recipe["epochs"]
     if found is not None:
-        done, stopper = checkpoint.restore(found, net, stopper)
+        done = checkpoint.restore(found, net)
 
     header = (f"fastmlp: {'-'.join(map(str, sizes))} {recipe['activation']}, "
               f"{recipe['optimizer']} lr {recipe['lr']:g} ({recipe['schedule']}), batch "
@@ -592,15 +540,11 @@ def cmd_train(args):
         _note(args, f"fastmlp: resuming from {args.checkpoint} after epoch {done}")
 
     def callback(epoch, history):
-        stop = stopper.update(net, history) if stopper is not None else False
         if checkpoint is not None:
-            checkpoint.save(net, recipe, stopper)
-        return stop
+            checkpoint.save(net, recipe)
 
-    remaining = total - done
-    stopped_early = stopper is not None and stopper.stopped
     fit_seconds = 0.0
-    if remaining > 0 and not stopped_early:
+    if done < total:
         fit_started = time.perf_counter()
         try:
             net.fit(X_fit, y_fit, epochs=total, initial_epoch=done,
@@ -608,8 +552,8 @@ def cmd_train(args):
                     learning_rate=recipe["lr"], optimizer=recipe["optimizer"],
                     l2=recipe["l2"], dropout=recipe["dropout"], validation_data=validation,
                     verbose=not args.quiet, momentum=recipe["momentum"],
-                    nesterov=recipe["nesterov"],
-                    schedule=recipe["schedule"], callback=callback)
+                    nesterov=recipe["nesterov"], schedule=recipe["schedule"],
+                    early_stopping=recipe["early_stopping"] or 0, callback=callback)
         except KeyboardInterrupt:
             where = ""
             if checkpoint is not None and checkpoint.epoch:
@@ -619,17 +563,12 @@ def cmd_train(args):
                   f"saved{where}", file=sys.stderr)
             return 130
         fit_seconds = time.perf_counter() - fit_started
-    elif done:
-        _note(args, f"fastmlp: the checkpoint has finished training ({done} epochs"
-                    + (", stopped early" if stopped_early else "") + ")")
-    if stopper is not None and stopper.best_epoch is not None:
-        if stopper.stopped:
-            print(f"early stopping: no lower validation loss for {stopper.patience} "
-                  f"epoch(s)")
-        if stopper.best_epoch != net.history.epochs:
-            print(f"restored the weights of epoch {stopper.best_epoch} (validation loss "
-                  f"{stopper.best:.4f})")
-        stopper.restore_best(net)
+    else:
+        _note(args, f"fastmlp: the checkpoint has finished training ({done} epochs)")
+    best = net.history.best_epoch
+    if recipe["early_stopping"] and best is not None and best != net.history.epochs:
+        print(f"kept the weights of epoch {best} (validation loss "
+              f"{net.history.val_loss[best - 1]:.4f})")
 
     scores = net.evaluate(X_test, y_test)
     wall = time.perf_counter() - started
@@ -764,7 +703,7 @@ class _Checkpoints:
         self.epoch = data["epoch"]
         return data
 
-    def save(self, net, recipe, stopper):
+    def save(self, net, recipe):
         import numpy as np
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -772,8 +711,6 @@ class _Checkpoints:
         stem = f"epoch-{epoch:04d}"
         model, state = f"{stem}.model.npz", f"{stem}.state.npz"
         training_state, arrays = _split_training_state(net.training_state())
-        if stopper is not None:
-            arrays.update(stopper.arrays())
         from .io import atomic_write
 
         net.save(self.folder / model)
@@ -786,7 +723,6 @@ class _Checkpoints:
             "model": model,
             "state": state,
             "training_state": training_state,
-            "early_stopping": None if stopper is None else stopper.to_json(),
         })
         self.epoch = epoch
         keep = {model, state}
@@ -794,10 +730,10 @@ class _Checkpoints:
             if old.name not in keep:
                 old.unlink(missing_ok=True)
 
-    def restore(self, data, net, stopper):
+    def restore(self, data, net):
         """Load the checkpoint into ``net`` (built with the run's settings and seed).
 
-        Returns ``(epochs done, early stopping)``."""
+        Returns the number of epochs done."""
         import numpy as np
 
         from .network import Network
@@ -821,27 +757,40 @@ class _Checkpoints:
             net.set_training_state(_join_training_state(data["training_state"], arrays))
         except (KeyError, TypeError, ValueError) as exc:
             raise CLIError(f"{self.folder}: invalid training state ({exc})") from None
-        if data.get("early_stopping") is not None:
-            stopper = _EarlyStopping.restore(data["early_stopping"], arrays)
-        return data["epoch"], stopper
+        return data["epoch"]
 
 
 def _split_training_state(state):
-    """Network.training_state() as ``(json-able dict, {"opt.<key>": array})``."""
+    """Network.training_state() as ``(json-able dict, {name: array})`` for a checkpoint:
+    the optimizer's arrays as "opt.<key>", early stopping's best parameters as "best"."""
     import numpy as np
 
     arrays = {f"opt.{k}": v for k, v in state["state"].items() if isinstance(v, np.ndarray)}
-    scalars = {k: (v.item() if isinstance(v, np.generic) else v)
-               for k, v in state["state"].items() if not isinstance(v, np.ndarray)}
-    return {"optimizer": state["optimizer"], "scalars": scalars, "rng": state["rng"],
-            "dropout_key": state["dropout_key"]}, arrays
+    info = {"optimizer": state["optimizer"], "rng": state["rng"],
+            "dropout_key": state["dropout_key"], "early_stopping": None,
+            "scalars": {k: (v.item() if isinstance(v, np.generic) else v)
+                        for k, v in state["state"].items() if not isinstance(v, np.ndarray)}}
+    best = state["early_stopping"]
+    if best is not None:
+        if best["best_params"] is not None:
+            arrays["best"] = best["best_params"]
+        info["early_stopping"] = {
+            "since_best": best["since_best"],
+            # JSON has no infinity: None stands for "no validation loss yet"
+            "best_loss": best["best_loss"] if math.isfinite(best["best_loss"]) else None}
+    return info, arrays
 
 
 def _join_training_state(info, arrays):
     state = dict(info["scalars"])
     state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+    best = info.get("early_stopping")
+    if best is not None:
+        loss = best["best_loss"]
+        best = {"since_best": best["since_best"], "best_params": arrays.get("best"),
+                "best_loss": math.inf if loss is None else loss}
     return {"optimizer": info["optimizer"], "state": state, "rng": info["rng"],
-            "dropout_key": info["dropout_key"]}
+            "dropout_key": info["dropout_key"], "early_stopping": best}
 
 
 # --------------------------------------------------------------------------- evaluate

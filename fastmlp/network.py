@@ -136,6 +136,7 @@ class Network:
         self._rng = np.random.default_rng(seed)
         self.history = History()
         self._optimizer_state = None  # (optimizer name, its state), kept between fits
+        self._early_stopping = None  # fit's early-stopping bookkeeping, kept for resuming
         self._allocate()
         self._initialize()
         # Dropout masks hash (key, update step, layer, row, unit); drawn once per network so
@@ -357,14 +358,20 @@ class Network:
 
     def training_state(self):
         """Everything besides parameters and History that the next ``fit`` depends on: the
-        optimizer state (arrays and step count), the shuffling generator's state and the
-        dropout key. With ``save`` and ``set_training_state`` a run resumes bit for bit."""
+        optimizer state (arrays and step count), the shuffling generator's state, the
+        dropout key and early stopping's best epoch so far. With ``save`` and
+        ``set_training_state`` a run resumes bit for bit."""
         name, state = self._optimizer_state or (None, {})
+        best = self._early_stopping
         return {"optimizer": name,
                 "state": {k: (v.copy() if isinstance(v, np.ndarray) else v)
                           for k, v in state.items() if isinstance(k, str)},
                 "rng": self._rng.bit_generator.state,
-                "dropout_key": self._dropout_key}
+                "dropout_key": self._dropout_key,
+                "early_stopping": None if best is None else {
+                    "best_loss": float(best["best_loss"]), "since_best": best["since_best"],
+                    "best_params": None if best["best_params"] is None
+                    else best["best_params"].copy()}}
 
     def set_training_state(self, state):
         """Restore what :meth:`training_state` returned (e.g. from a checkpoint)."""
@@ -384,6 +391,17 @@ class Network:
                 self._optimizer_state = None
             self._rng.bit_generator.state = state["rng"]
             self._dropout_key = int(state["dropout_key"])
+            best = state.get("early_stopping")
+            if best is not None:
+                params = best["best_params"]
+                if params is not None:
+                    params = np.array(params, dtype=self.dtype)
+                    if params.shape != self._params.shape:
+                        raise ValueError(f"early stopping's best parameters have shape "
+                                         f"{params.shape}; expected {self._params.shape}")
+                best = {"best_loss": float(best["best_loss"]),
+                        "since_best": int(best["since_best"]), "best_params": params}
+            self._early_stopping = best
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a training state: {exc!r}") from None
 
@@ -487,9 +505,16 @@ class Network:
             self, X, Y, batch_size, l2, optimizer, hyper, dropout, self._dropout_key)
         history = self.history
         bar = _progress(verbose, epochs - initial_epoch, n)
-        best_loss, best_params, since_best = math.inf, None, 0
+        if early_stopping and (initial_epoch == 0 or self._early_stopping is None):
+            # Best validation loss so far, its parameters, epochs since: part of
+            # training_state(), so a resumed run stops where the uninterrupted one would.
+            self._early_stopping = {"best_loss": math.inf, "best_params": None,
+                                    "since_best": 0}
+        best = self._early_stopping if early_stopping else None
         try:
             for epoch in range(initial_epoch, epochs):
+                if best is not None and best["since_best"] >= early_stopping:
+                    break  # a resumed run that had already stopped
                 lr = _scheduled(schedule, learning_rate, epoch, epochs, history)
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 started = time.perf_counter()
@@ -515,24 +540,24 @@ class Network:
                         "); lower the learning rate")
                 if verbose:
                     bar.write(line + f"  {seconds:.2f}s")
-                if early_stopping:
-                    if history.val_loss[-1] < best_loss:
-                        best_loss, since_best = history.val_loss[-1], 0
-                        best_params = self._params.copy()
+                if best is not None:
+                    if history.val_loss[-1] < best["best_loss"]:
+                        best["best_loss"], best["since_best"] = history.val_loss[-1], 0
+                        best["best_params"] = self._params.copy()
                         history.best_epoch = len(history.loss)
                     else:
-                        since_best += 1
+                        best["since_best"] += 1
                 if callback is not None and callback(epoch, history):
                     break
-                if early_stopping and since_best >= early_stopping:
+                if best is not None and best["since_best"] >= early_stopping:
                     if verbose:
                         bar.write(f"early stopping: no better validation loss for "
                                   f"{early_stopping} epochs; keeping epoch {history.best_epoch}")
                     break
         finally:
             bar.close()
-            if best_params is not None:
-                self._params[...] = best_params
+            if best is not None and best["best_params"] is not None:
+                self._params[...] = best["best_params"]
         return history
 
 

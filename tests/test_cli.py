@@ -225,21 +225,6 @@ def test_default_output_path(mnist, capsys):
     assert Path("models/mnist.history.json").is_file()
 
 
-def test_early_stopping_restores_best(monkeypatch):
-    stopper = cli._EarlyStopping(2)
-    net = Network([4, 3, 2], seed=0)
-    history = net.history
-    for epoch, loss in enumerate([0.9, 0.5, 0.6, 0.7], start=1):
-        net.weights[0][...] = epoch
-        history.val_loss.append(loss)
-        history.loss.append(loss)
-        stop = stopper.update(net, history)
-        assert stop == (epoch == 4)
-    assert history.best_epoch == stopper.best_epoch == 2
-    stopper.restore_best(net)
-    assert (net.weights[0] == 2).all()
-
-
 # ------------------------------------------------------------ checkpoints and Ctrl-C
 
 
@@ -247,8 +232,8 @@ def _interrupt_after(monkeypatch, epochs):
     """Make the checkpoint save of epoch ``epochs`` be followed by a Ctrl-C."""
     save = cli._Checkpoints.save
 
-    def save_then_interrupt(self, net, recipe, stopper):
-        save(self, net, recipe, stopper)
+    def save_then_interrupt(self, net, recipe):
+        save(self, net, recipe)
         if net.history.epochs == epochs:
             raise KeyboardInterrupt
 

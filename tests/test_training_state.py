@@ -49,3 +49,37 @@ def test_initial_epoch_follows_the_schedule_and_is_checked():
     with pytest.raises(ValueError, match="optimizer"):
         net.set_training_state({"optimizer": "lbfgs", "state": {}, "rng": None,
                                 "dropout_key": 1})
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_resume_carries_early_stopping(tmp_path, backend):
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(120, 8)), rng.integers(0, 3, 120)  # noise: stops early
+    X_val, y_val = rng.normal(size=(40, 8)), rng.integers(0, 3, 40)
+    kw = dict(batch_size=8, learning_rate=0.5, validation_data=(X_val, y_val),
+              early_stopping=3, verbose=False)
+    straight = fastmlp.Network([8, 32, 3], seed=2, backend=backend)
+    straight.fit(X, y, epochs=40, **kw)
+    assert straight.history.epochs < 40  # it did stop early
+
+    stop_at = straight.history.best_epoch + 1  # interrupt after the best, before the stop
+    first = fastmlp.Network([8, 32, 3], seed=2, backend=backend)
+    saved = {}
+
+    def checkpoint(epoch, history):  # as the CLI does: save inside the epoch loop
+        if epoch + 1 == stop_at:
+            first.save(tmp_path / "model.npz")
+            saved["state"] = first.training_state()
+            return True
+
+    first.fit(X, y, epochs=40, callback=checkpoint, **kw)
+    state = saved["state"]
+    assert state["early_stopping"]["since_best"] == 1
+    assert not np.array_equal(state["early_stopping"]["best_params"], first._params * 0)
+    resumed = fastmlp.Network.load(tmp_path / "model.npz", backend=backend)
+    resumed.set_training_state(state)
+    resumed.fit(X, y, epochs=40, initial_epoch=stop_at, **kw)
+    assert resumed.history.epochs == straight.history.epochs
+    assert resumed.history.best_epoch == straight.history.best_epoch
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_array_equal(a, b)
