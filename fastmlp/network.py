@@ -449,7 +449,8 @@ class Network:
         restores the parameters of the best epoch (``history.best_epoch``).
         ``callback(epoch, history)`` runs after every epoch; returning True stops training.
         ``initial_epoch`` resumes a run: epochs ``initial_epoch .. epochs - 1`` are trained,
-        and schedules see the run's epoch numbers.
+        and schedules see the run's epoch numbers (give ``validation_data`` rather than
+        ``validation_split`` to resume exactly: a split is drawn anew by every ``fit``).
 
         Optimizer state (momentum velocities, Adam moments) carries over to the next ``fit``
         with the same optimizer, so training can continue in pieces; ``reset_optimizer()``

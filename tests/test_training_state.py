@@ -75,7 +75,6 @@ def test_resume_carries_early_stopping(tmp_path, backend):
     first.fit(X, y, epochs=40, callback=checkpoint, **kw)
     state = saved["state"]
     assert state["early_stopping"]["since_best"] == 1
-    assert not np.array_equal(state["early_stopping"]["best_params"], first._params * 0)
     resumed = fastmlp.Network.load(tmp_path / "model.npz", backend=backend)
     resumed.set_training_state(state)
     resumed.fit(X, y, epochs=40, initial_epoch=stop_at, **kw)
