@@ -375,6 +375,11 @@ def main(argv=None):
         return 130
     except CLIError as exc:
         return _fail(str(exc))
+    except BrokenPipeError:
+        # `fastmlp evaluate ... | head`: the reader left; not an error worth a message.
+        # Point stdout at devnull so that the interpreter's final flush stays quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.strerror and exc.filename:
             return _fail(f"{exc.strerror}: {os.fspath(exc.filename)}")
