@@ -114,7 +114,7 @@ class Network:
         self.dtype = np.dtype(check.DTYPES[check.choice("dtype", dtype, tuple(check.DTYPES))])
         n_layers = len(sizes) - 1
         if activations is None:
-            output = "softmax" if cost == "cross_entropy" else "identity"
+            output = reference.OUTPUT_FOR_COST.get(cost, "identity")
             activations = ["relu"] * (n_layers - 1) + [output]
         elif not isinstance(activations, str):
             try:
@@ -127,8 +127,9 @@ class Network:
         self.activations = [check.choice("activation", a, ACTIVATIONS) for a in activations]
         if "softmax" in self.activations[:-1]:
             raise ValueError("softmax is only supported as the output activation")
-        if cost == "cross_entropy" and self.activations[-1] != "softmax":
-            raise ValueError("cost 'cross_entropy' needs a 'softmax' output activation, got "
+        needed = reference.OUTPUT_FOR_COST.get(cost)
+        if needed is not None and self.activations[-1] != needed:
+            raise ValueError(f"cost {cost!r} needs a {needed!r} output activation, got "
                              f"{self.activations[-1]!r} (use cost='mse' for other outputs)")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
@@ -296,8 +297,14 @@ class Network:
         return out
 
     def predict(self, X):
-        """Class labels (argmax of the output) for every row of X."""
-        return self.predict_proba(X).argmax(axis=1)
+        """Class labels for every row of X: the argmax of the output or, for independent
+        sigmoid outputs (``binary_cross_entropy``), each output thresholded at 0.5 — shape
+        ``(n,)`` for one output, ``(n, n_outputs)`` otherwise."""
+        out = self.predict_proba(X)
+        if self.cost == "binary_cross_entropy":
+            labels = (out > 0.5).astype(np.int64)
+            return labels[:, 0] if self.n_outputs == 1 else labels
+        return out.argmax(axis=1)
 
     def loss(self, X, Y, l2=0.0):
         """Mean cost over the samples plus ``l2/2 Σ‖W‖²``."""
@@ -345,7 +352,8 @@ class Network:
                 for o, i, j in zip(self._offsets, self.layer_sizes[:-1], self.layer_sizes[1:])]
 
     def evaluate(self, X, y):
-        """``{"loss": mean cost, "accuracy": fraction of argmax matches}`` on (X, y)."""
+        """``{"loss": mean cost, "accuracy": fraction classified right}`` on (X, y): argmax
+        matches, or for ``binary_cross_entropy`` every output on its target's side of 0.5."""
         X, Y, _ = self._check_XY(X, y)
         out = self.predict_proba(X)
         if self.backend == "numpy":
@@ -353,7 +361,7 @@ class Network:
                                   X, Y)
         else:
             cost = self._summed_cost(X, Y) / X.shape[0]
-        accuracy = float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
+        accuracy = float(np.mean(reference.classified_right(self.cost, out, Y)))
         return {"loss": float(cost), "accuracy": accuracy}
 
     def training_state(self):

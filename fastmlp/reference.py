@@ -76,7 +76,9 @@ ACTIVATIONS = {
     "identity": (identity, identity_derivative),
     "softmax": (softmax, None),
 }
-COSTS = ("cross_entropy", "mse")
+COSTS = ("cross_entropy", "mse", "binary_cross_entropy")
+# Each cost's output activation, where it needs one: these pairs have δᴸ = (ŷ - y) / n.
+OUTPUT_FOR_COST = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 
 
 def activation_backward(name, a, grad_a):
@@ -160,8 +162,9 @@ def l2_penalty(weights, l2):
 def output_delta(cost, activation, out, Y):
     """δᴸ = ∂C/∂zᴸ for the mean cost over the batch."""
     n = out.shape[0]
-    if cost == "cross_entropy":
-        # Softmax and cross-entropy together: the Jacobian and the 1/ŷ cancel exactly.
+    if cost in OUTPUT_FOR_COST:
+        # Softmax + cross-entropy, sigmoid + binary cross-entropy: the activation's Jacobian
+        # and the 1/ŷ of the log cancel exactly.
         return (out - Y) / out.dtype.type(n)
     grad_out = 2 * (out - Y) / out.dtype.type(out.size)
     return activation_backward(activation, out, grad_out)
@@ -242,7 +245,7 @@ def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, lea
                 l2=0.0, optimizer="sgd", state=None, dropout=0.0, key=0, **hyper):
     """One pass over ``X[order]`` in mini-batches.
 
-    Returns ``(mean training cost, fraction of samples whose argmax matched)``, both measured
+    Returns ``(mean training cost, fraction of samples classified right)``, both measured
     on each batch just before its update (with dropout on), as the compiled loop does.
     """
     state = {} if state is None else state
@@ -253,7 +256,7 @@ def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, lea
         step = state.get("step", 0)
         zs, acts = forward(weights, biases, activations, xb, dropout, key, step)
         total += batch_loss(cost, zs[-1], acts[-1], yb) * len(idx)
-        correct += int(np.sum(acts[-1].argmax(axis=1) == yb.argmax(axis=1)))
+        correct += int(np.sum(classified_right(cost, acts[-1], yb)))
         grads = gradients(weights, biases, activations, cost, xb, yb, l2, (zs, acts),
                           dropout, key, step)
         flat_grads = [g for pair in grads for g in pair]
@@ -262,9 +265,22 @@ def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, lea
     return total / len(order), correct / len(order)
 
 
+def classified_right(cost, out, Y):
+    """Per sample: the same argmax in ŷ and the targets or, for independent sigmoid outputs
+    (binary cross-entropy), every output on the same side of 0.5 as its target."""
+    if cost == "binary_cross_entropy":
+        return np.all((out > 0.5) == (Y > 0.5), axis=1)
+    return out.argmax(axis=1) == Y.argmax(axis=1)
+
+
 def batch_loss(cost, z_out, out, Y):
     """The data part of the cost (no l2) from a forward pass already made."""
     if cost == "cross_entropy":
         # log ŷ from z directly (log-softmax): finite even where ŷ underflows to 0.
         return float(-np.sum(Y * log_softmax(z_out)) / len(Y))
+    if cost == "binary_cross_entropy":
+        # -[y log σ(z) + (1-y) log(1-σ(z))] = y softplus(-z) + (1-y) softplus(z), summed over
+        # outputs, averaged over samples (scikit-learn's binary log-loss).
+        return float(np.sum(Y * np.logaddexp(0, -z_out) + (1 - Y) * np.logaddexp(0, z_out))
+                     / len(Y))
     return float(np.mean((out - Y) ** 2))

@@ -29,16 +29,10 @@ How it maps onto scikit-learn, and where it differs:
   (sgd), epsilon (adam) and l2 so that the updates are scikit-learn's exactly. ``loss_`` is
   scikit-learn's (half the mean squared error, plus the alpha term). Only
   ``loss="squared_error"`` is supported (not ``"poisson"``).
-* **binary classification**: ``coefs_[-1]`` has scikit-learn's shape ``(n_hidden, 1)`` and
-  ``predict_proba`` is ``sigmoid(a @ coefs_[-1] + intercepts_[-1])`` as in scikit-learn.
-  Internally the network has two softmax outputs kept antisymmetric (``W = [-w/2, w/2]``):
-  softmax of two logits is the sigmoid of their difference, and cross-entropy over them is
-  scikit-learn's binary log-loss, so the model and the loss are the same; the only
-  difference is that the output layer's weights move by twice scikit-learn's step per update.
-  ``coefs_[-1]`` and ``intercepts_[-1]`` are then copies (the other layers are views).
-* **multi-label** (2-D indicator ``y``): sigmoid outputs as in scikit-learn, but trained on
-  the squared error of the probabilities (fastmlp has no sigmoid + binary cross-entropy cost
-  yet); ``loss_`` still reports scikit-learn's binary log-loss, computed after each epoch.
+* **binary and multi-label classification**: logistic outputs trained on scikit-learn's
+  binary log-loss (fastmlp's ``binary_cross_entropy`` cost, fused with the sigmoid as in
+  scikit-learn), so ``coefs_[-1]`` has scikit-learn's shape ``(n_hidden, n_outputs)`` and
+  the updates are scikit-learn's.
 * **early stopping** splits off ``validation_fraction`` with ``train_test_split`` exactly as
   scikit-learn does (stratified for binary targets), scores each epoch, and restores the best
   weights. Initialization is scikit-learn's (Glorot-uniform weights *and* biases), drawn from
@@ -80,9 +74,6 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 # scikit-learn's activation names -> fastmlp's.
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-# A Network cost for sigmoid outputs with (summed over outputs) binary cross-entropy, when
-# fastmlp has one: then binary and multi-label problems train scikit-learn's loss exactly.
-_BINARY_CE = "binary_cross_entropy" if "binary_cross_entropy" in reference.COSTS else None
 
 
 def _lbfgs_error(solver):
@@ -123,23 +114,18 @@ class _BaseMLP(BaseEstimator):
     def _build(self, layer_units, dtype, init, seed):
         """The network, holding the initial parameters ``init``; ``seed`` drives shuffling."""
         units = list(layer_units)
-        kind = self._output_kind
-        if kind == "pair":
-            units[-1] = 2
         activations = [_ACTIVATIONS[self.activation]] * (len(units) - 2)
-        activations.append("softmax" if kind == "pair" else kind)
+        activations.append(self._output_kind)
         self.network_ = Network(units, activations=activations, cost=self._net_cost(),
                                 backend="numba", dtype=np.dtype(dtype).name, seed=seed)
         self._set_parameters(*init)
         self._sync_public()
 
     def _net_cost(self):
-        kind = self._output_kind
-        if kind in ("softmax", "pair"):
-            return "cross_entropy"
-        if kind == "sigmoid" and _BINARY_CE:
-            return _BINARY_CE
-        return "mse"
+        # scikit-learn's losses: log-loss for softmax outputs, binary log-loss (summed over
+        # outputs) for logistic ones, squared error otherwise.
+        return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(
+            self._output_kind, "mse")
 
     def _grad_scale(self):
         """c such that scikit-learn's gradient is c times the network's (before alpha)."""
@@ -153,9 +139,6 @@ class _BaseMLP(BaseEstimator):
         for k, (W, b) in enumerate(zip(coefs, intercepts)):
             W = np.asarray(W)
             b = np.asarray(b).ravel()
-            if k == len(coefs) - 1 and self._output_kind == "pair":
-                W = np.concatenate([-W / 2, W / 2], axis=1)
-                b = np.concatenate([-b / 2, b / 2])
             net.weights[k] = W.T
             net.biases[k] = b
 
@@ -164,23 +147,15 @@ class _BaseMLP(BaseEstimator):
         net = self.network_
         self.coefs_ = [W.T for W in net.weights]  # views: the kernels keep (n_in, n_out)
         self.intercepts_ = list(net.biases)
-        if self._output_kind == "pair":
-            Wt, b = self.coefs_[-1], self.intercepts_[-1]
-            self.coefs_[-1] = Wt[:, 1:2] - Wt[:, 0:1]
-            self.intercepts_[-1] = b[1:2] - b[0:1]
         self._public = (list(self.coefs_), list(self.intercepts_))
-        self._public_values = (self.coefs_[-1].copy(), self.intercepts_[-1].copy())
 
     def _push_public(self):
-        """If the user replaced (or, for the derived output layer, edited) coefs_ or
-        intercepts_, copy them into the network."""
+        """If the user replaced coefs_ or intercepts_ (rather than editing the views in
+        place), copy them into the network."""
         coefs, intercepts = self._public
         changed = any(a is not b for a, b in zip(self.coefs_, coefs))
         changed |= any(a is not b for a, b in zip(self.intercepts_, intercepts))
         changed |= len(self.coefs_) != len(coefs)
-        if self._output_kind == "pair" and not changed:
-            changed = not (np.array_equal(self.coefs_[-1], self._public_values[0])
-                           and np.array_equal(self.intercepts_[-1], self._public_values[1]))
         if changed:
             self._set_parameters(self.coefs_, self.intercepts_)
             self._sync_public()
@@ -192,7 +167,7 @@ class _BaseMLP(BaseEstimator):
         if "network_" in state:
             # The Network pickles its parameters, optimizer state and generator itself;
             # coefs_/intercepts_ are views of it, rebuilt after unpickling.
-            for key in ("coefs_", "intercepts_", "_public", "_public_values"):
+            for key in ("coefs_", "intercepts_", "_public"):
                 state.pop(key, None)
         return state
 
@@ -462,11 +437,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     @property
     def _output_kind(self):
         kind = self._label_binarizer.y_type_
-        if kind == "multiclass":
-            return "softmax"
-        if kind == "binary" and not _BINARY_CE:
-            return "pair"
-        return "sigmoid"
+        return "softmax" if kind == "multiclass" else "sigmoid"
 
     @property
     def _sk_out_activation(self):
@@ -528,28 +499,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _net_targets(self, Y):
         """Network target rows for binarized labels Y (n, n_outputs_)."""
-        if self._output_kind == "pair":
-            return np.column_stack([~Y[:, 0], Y[:, 0]]).astype(self.network_.dtype)
         return Y.astype(self.network_.dtype)
 
     def _val_targets(self, Y_val):
         return self._label_binarizer.inverse_transform(Y_val)
 
     def _sk_loss(self, data_loss, X_train, Y_train):
-        if self._output_kind == "sigmoid" and not _BINARY_CE:
-            # Trained on squared error; report scikit-learn's binary log-loss all the same.
-            proba = self.network_.predict_proba(X_train)
-            eps = np.finfo(proba.dtype).eps
-            proba = np.clip(proba, eps, 1 - eps)
-            return float(-(np.sum(np.log(proba[Y_train])) + np.sum(np.log1p(-proba[~Y_train])))
-                         / len(Y_train))
-        return data_loss
+        return data_loss  # log-loss or binary log-loss: the network's cost is scikit-learn's
 
     _score_function = staticmethod(accuracy_score)
 
     def _raw(self, out):
-        if self._output_kind == "pair":
-            return out[:, 1]
         if self.n_outputs_ == 1:
             return out.ravel()
         return out

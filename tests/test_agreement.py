@@ -31,11 +31,11 @@ def problems(draw):
     """A random network description and a batch for it."""
     n_hidden = draw(st.integers(0, 3))
     sizes = [draw(st.integers(1, 40))] + [draw(st.integers(1, 33)) for _ in range(n_hidden)]
-    cost = draw(st.sampled_from(["cross_entropy", "mse"]))
+    cost = draw(st.sampled_from(["cross_entropy", "mse", "binary_cross_entropy"]))
     sizes.append(draw(st.integers(2 if cost == "cross_entropy" else 1, 12)))
     hidden = [draw(st.sampled_from(HIDDEN)) for _ in range(n_hidden)]
-    if cost == "cross_entropy":
-        out = "softmax"
+    if cost in reference.OUTPUT_FOR_COST:
+        out = reference.OUTPUT_FOR_COST[cost]
     else:
         out = draw(st.sampled_from(HIDDEN + ["softmax"]))
     dtype = draw(st.sampled_from(["float32", "float64"]))
@@ -51,6 +51,8 @@ def make_data(sizes, cost, n, zero_fraction, seed):
     X[rng.random(X.shape) < zero_fraction] = 0.0
     if cost == "cross_entropy":
         y = rng.integers(0, sizes[-1], n)
+    elif cost == "binary_cross_entropy":
+        y = (rng.random((n, sizes[-1])) < 0.4).astype(float)  # multi-label indicators
     else:
         y = rng.normal(size=(n, sizes[-1]))
     return X, y
@@ -316,7 +318,8 @@ def test_sparse_kernels(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cost,out", [("cross_entropy", "softmax"), ("mse", "sigmoid"),
-                                      ("mse", "softmax"), ("mse", "identity")])
+                                      ("mse", "softmax"), ("mse", "identity"),
+                                      ("binary_cross_entropy", "sigmoid")])
 def test_cost_kernel(cost, out, dtype):
     from fastmlp.kernels import activations, costs
 
@@ -326,6 +329,7 @@ def test_cost_kernel(cost, out, dtype):
     Z[0, 0] = 120  # the other probabilities of row 0 underflow: the cost must stay finite
     Y = np.eye(5, dtype=dtype)[rng.integers(0, 5, 6)]
     Y[0] = np.eye(5)[1]
+    Y[1, 2:] = 1  # several targets on (multi-label); and row 0's z of 120 saturates σ
     A, delta = Z.copy(), np.empty_like(Z)
     summed = costs.output_delta(costs.CODES[cost], activations.CODES[out], A, Y, 6, delta)
     expected_out = reference.ACTIVATIONS[out][0](Z)
@@ -375,3 +379,25 @@ def test_validation_split_holds_out_training_samples():
         net.fit(X, y, validation_split=0.2, validation_data=(X, y), verbose=False)
     with pytest.raises(ValueError, match="early_stopping needs"):
         net.fit(X, y, early_stopping=2, verbose=False)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_binary_cross_entropy_learns_and_predicts_thresholded_labels(backend):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    Y = np.column_stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0]).astype(float)  # multi-label
+    net = fastmlp.Network([5, 16, 2], cost="binary_cross_entropy", backend=backend, seed=0)
+    assert net.activations == ["relu", "sigmoid"]
+    history = net.fit(X, Y, epochs=30, batch_size=32, learning_rate=0.5, verbose=False)
+    labels = net.predict(X)
+    assert labels.shape == (400, 2) and set(np.unique(labels)) <= {0, 1}
+    accuracy = np.mean(np.all(labels == Y, axis=1))
+    assert accuracy > 0.9
+    assert net.evaluate(X, Y)["accuracy"] == pytest.approx(accuracy)
+    assert history.accuracy[-1] > 0.85  # the compiled loop counts the same way
+    single = fastmlp.Network([5, 1], cost="binary_cross_entropy", backend=backend, seed=0)
+    single.fit(X, Y[:, 0], epochs=20, learning_rate=0.5, verbose=False)  # 1-D targets
+    assert single.predict(X).shape == (400,)
+    assert np.mean(single.predict(X) == Y[:, 0]) > 0.9
+    with pytest.raises(ValueError, match="needs a 'sigmoid' output"):
+        fastmlp.Network([5, 2], ["softmax"], cost="binary_cross_entropy")

@@ -13,13 +13,19 @@ from fastmlp import reference
     (["sigmoid", "identity", "sigmoid"], "mse"),
     (["tanh", "relu", "softmax"], "mse"),
     (["identity", "sigmoid", "identity"], "mse"),
+    (["relu", "tanh", "sigmoid"], "binary_cross_entropy"),
 ])
 def test_gradients_match_central_differences(activations, cost, l2):
     rng = np.random.default_rng(0)
     net = fastmlp.Network([5, 4, 3, 3], activations, cost, backend="numpy", dtype="float64",
                           seed=1)
     X = rng.normal(size=(6, 5))
-    Y = rng.integers(0, 3, 6) if cost == "cross_entropy" else rng.normal(size=(6, 3))
+    if cost == "cross_entropy":
+        Y = rng.integers(0, 3, 6)
+    elif cost == "binary_cross_entropy":
+        Y = (rng.random((6, 3)) < 0.5).astype(float)
+    else:
+        Y = rng.normal(size=(6, 3))
     grads = net.gradients(X, Y, l2=l2)
     h = 1e-6
     for params, index in ((net.weights, 0), (net.biases, 1)):

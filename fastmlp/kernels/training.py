@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from .backprop import batch_gradients, view2d
-from .costs import count_correct
+from .costs import BINARY_CROSS_ENTROPY, count_correct
 
 SGD, MOMENTUM, ADAM = 0, 1, 2
 CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
@@ -94,7 +94,7 @@ def train_batches(params, offsets, sizes, act_codes, cost, X, Y, indptr, indices
                 scratch[t], sp_indptr[t], sp_indices[t], sp_data[t], ident, delta_a[t],
                 delta_b[t], grads[t], dropout, key, step, n, lo)
             out = view2d(acts[t], act_offsets[n_layers - 1], hi - lo, n_out)
-            corrects[t] += count_correct(out, targets)
+            corrects[t] += count_correct(out, targets, cost == BINARY_CROSS_ENTROPY)
         update(optimizer, params, grads, parts, lr, momentum, nesterov, beta1, beta2, eps, step,
                state1, state2)
         step += 1
