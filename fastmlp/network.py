@@ -228,15 +228,12 @@ class Network:
     # --- compiled-path plumbing ------------------------------------------------------------
 
     def _codes(self):
+        """``(activation codes, cost code)``: the kernels' names for this network's choices."""
         if self._act_codes is None:
             activations, _, costs, _, _ = _kernels()
-            self._act_codes = np.array([activations.CODES[a] for a in self.activations],
-                                       dtype=np.int64)
-            self._cost_code = costs.CODES[self.cost]
+            self._act_codes = (np.array([activations.CODES[a] for a in self.activations],
+                                        dtype=np.int64), costs.CODES[self.cost])
         return self._act_codes
-
-    def _workspace(self, rows):
-        return _Workspace(self, rows)
 
     def _predict_workspace(self, rows):
         """A workspace kept between predict calls (one per thread, so predicting from
@@ -272,8 +269,8 @@ class Network:
             return reference.forward(self._weights, self._biases, self.activations, X)[1][1:]
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        ws = self._workspace(n)
-        backprop.predict_batch(self._params, self._offsets, self._sizes, self._codes(), X,
+        ws = _Workspace(self, n)
+        backprop.predict_batch(self._params, self._offsets, self._sizes, self._codes()[0], X,
                                ws.ident[:n], *self._input(X), *ws.forward_buffers())
         return [ws.acts[0, o:o + n * w].reshape(n, w).copy()
                 for o, w in zip(ws.act_offsets, self.layer_sizes[1:])]
@@ -288,7 +285,7 @@ class Network:
         ws = self._predict_workspace(min(n, PREDICT_ROWS))
         first_layer = self._input(X)
         out = np.empty((n, self.n_outputs), dtype=self.dtype)
-        codes = self._codes()
+        codes = self._codes()[0]
         for start in range(0, n, PREDICT_ROWS):
             rows = np.arange(start, min(n, start + PREDICT_ROWS))
             out[start:start + rows.size] = backprop.predict_batch(
@@ -324,7 +321,7 @@ class Network:
         for start in range(0, n, PREDICT_ROWS):
             rows = np.arange(start, min(n, start + PREDICT_ROWS))
             total += backprop.batch_cost(self._params, self._offsets, self._sizes,
-                                         self._codes(), self._cost_code, X, rows, Y[rows],
+                                         *self._codes(), X, rows, Y[rows],
                                          *first_layer, *ws.forward_buffers(), ws.delta_a[0])
         return total
 
@@ -342,10 +339,10 @@ class Network:
         """Gradient views (public layout) from one compiled batch over all of X."""
         _, backprop, _, _, _ = _kernels()
         n = X.shape[0]
-        ws = self._workspace(n)
+        ws = _Workspace(self, n)
         grads = np.empty_like(self._params)
-        backprop.batch_gradients(self._params, self._offsets, self._sizes, self._codes(),
-                                 self._cost_code, X, ws.ident[:n], Y, *csr, l2,
+        backprop.batch_gradients(self._params, self._offsets, self._sizes, *self._codes(),
+                                 X, ws.ident[:n], Y, *csr, l2,
                                  *ws.forward_buffers(), ws.delta_a[0], ws.delta_b[0], grads,
                                  0.0, 0, 0, n, 0)
         return [(grads[o:o + i * j].reshape(i, j).T, grads[o + i * j:o + i * j + j])
@@ -634,7 +631,7 @@ class _CompiledTrainer:
         for first in range(0, n_batches, per_call):
             stop = min(n_batches, first + per_call)
             cost, right = self.train_batches(
-                net._params, net._offsets, net._sizes, net._codes(), net._cost_code, self.X,
+                net._params, net._offsets, net._sizes, *net._codes(), self.X,
                 self.Y, *self.csr, order, self.batch_size, first, stop, self.l2,
                 self.optimizer, lr, h["momentum"], h["nesterov"], h["beta1"], h["beta2"],
                 h["epsilon"], self.state["step"], self.state["state1"], self.state["state2"],
