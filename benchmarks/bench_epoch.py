@@ -39,6 +39,8 @@ def test_epoch(benchmark, mnist_train, rounds, skip_missing, contender, arch, si
     benchmark.extra_info["timer"] = ("History.seconds" if contender in ("numba", "numpy")
                                      else "wall")
     benchmark.pedantic(runner.epoch, rounds=rounds, iterations=1, warmup_rounds=0)
+    if benchmark.stats is None:  # --benchmark-disable: ran once as a smoke test
+        return
     median = benchmark.stats.stats.median
     benchmark.extra_info["samples_per_s"] = X.shape[0] / median
     benchmark.extra_info["gflops_dense"] = bench.epoch_flops(sizes, X.shape[0]) / median / 1e9

@@ -97,18 +97,21 @@ def softmax_ce_call(Z, Y, delta):
 def batch_gradients_call(net, X, csr, rows, Y_batch):
     """One training batch's forward + backward as ``train_batches`` runs it (CSR input)."""
     backprop = _k()[1]
-    ws = net._workspace(rows.size)
+    from fastmlp.network import _Workspace
+
+    ws = _Workspace(net, rows.size)
     grads = np.empty_like(net._params)
-    args = (net._params, net._offsets, net._sizes, net._codes(), net._cost_code, X, rows,
-            Y_batch, *csr, True, 0.0, *ws.forward_buffers(), ws.delta_a, ws.delta_b, grads,
-            0.0, 0, 0)  # dropout p, key, step
+    args = (net._params, net._offsets, net._sizes, *net._codes(), X, rows, Y_batch, *csr,
+            True, 0.0, *ws.forward_buffers(), ws.delta_a[0], ws.delta_b[0], grads,
+            0.0, 0, 0, rows.size, 0)  # dropout p, key, step; batch size, first row
     return lambda: backprop.batch_gradients(*args)
 
 
 def update_call(params, grads, lr):
     training = _k()[4]
     s1, s2 = np.zeros_like(params), np.zeros_like(params)
-    return lambda: training.update(training.SGD, params, grads, lr, 0.9, False, 0.9, 0.999,
+    parts = grads.reshape(1, -1)  # one thread's share: the whole gradient
+    return lambda: training.update(training.SGD, params, parts, 1, lr, 0.9, False, 0.9, 0.999,
                                    1e-8, 0, s1, s2)
 
 

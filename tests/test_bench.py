@@ -98,3 +98,21 @@ def test_format_table_aligns():
     assert lines[0] == "a    bb"
     assert lines[2] == "x     1"
     assert lines[3] == "yyy  22"
+
+
+def test_benchmark_suite_runs(data_dir):
+    """Every pytest-benchmark file still runs against today's kernels (each benchmark once,
+    on a small slice of MNIST; speed is not measured here)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, FASTMLP_DATA=str(data_dir), FASTMLP_BENCH_SAMPLES="1024",
+               FASTMLP_BENCH_ROUNDS="1", FASTMLP_BENCH_SKLEARN_ITER="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-x",
+                           "--benchmark-disable", "-p", "no:cacheprovider"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
