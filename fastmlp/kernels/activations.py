@@ -11,7 +11,7 @@ CODES = {"relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "identity": IDENTITY,
          "softmax": SOFTMAX}
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # divisions without per-element zero checks
 def activate(code, Z):
     """Z <- f(Z), row by row."""
     rows, cols = Z.shape

@@ -43,7 +43,7 @@ def softplus(x):
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")  # divisions without per-element zero checks
 def sigmoid_binary_cross_entropy(Z, Y, inv_n, delta):
     """Sigmoid and binary cross-entropy fused: A <- σ(Z) in place, δ = (A - Y)·inv_n.
 

@@ -21,7 +21,9 @@ SGD, MOMENTUM, ADAM = 0, 1, 2
 CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
 
 
-@njit(cache=True, fastmath={"reassoc", "contract", "nsz"})
+# error_model="numpy": a division is just a division (no zero check and branch per element,
+# which kept this loop from vectorizing: Adam's step took 6x longer).
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz"}, error_model="numpy")
 def update(optimizer, params, grads, n_parts, lr, momentum, nesterov, beta1, beta2, eps, step,
            state1, state2):
     """One optimizer step on the flat parameter vector (same rules as fastmlp.reference).
