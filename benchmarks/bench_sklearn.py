@@ -25,12 +25,11 @@ pytest.importorskip("sklearn", minversion="1.6")
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier  # noqa: E402
 
+from fastmlp.bench import sklearn_fit_params  # noqa: E402
 from fastmlp.sklearn import MLPClassifier  # noqa: E402
 
 EPOCHS = int(os.environ.get("FASTMLP_BENCH_SKLEARN_ITER", "10"))
-PARAMS = dict(hidden_layer_sizes=(100,), activation="relu", solver="adam", alpha=1e-4,
-              batch_size=200, learning_rate_init=1e-3, max_iter=EPOCHS, shuffle=True,
-              random_state=0, n_iter_no_change=EPOCHS)
+PARAMS = sklearn_fit_params(EPOCHS)  # the same comparison as `fastmlp bench`
 CONTENDERS = {"scikit-learn": SkMLPClassifier, "fastmlp": MLPClassifier}
 
 

@@ -415,6 +415,36 @@ def time_startup(threads, cold=False, repeats=3):
 # --- report -----------------------------------------------------------------------------------
 
 
+def sklearn_fit_params(epochs):
+    """The drop-in comparison's parameters, identical for both MLPClassifiers: a plain
+    scikit-learn setup, run for exactly ``epochs`` epochs (no early stop)."""
+    return dict(hidden_layer_sizes=(100,), activation="relu", solver="adam", alpha=1e-4,
+                batch_size=200, learning_rate_init=1e-3, max_iter=epochs, shuffle=True,
+                random_state=0, n_iter_no_change=epochs)
+
+
+def time_sklearn_fit(X, y, X_test, y_test, epochs, rounds):
+    """fit() of fastmlp.sklearn.MLPClassifier and of scikit-learn's, taking turns."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+
+    from .sklearn import MLPClassifier
+
+    params = sklearn_fit_params(epochs)
+    makers = {"fastmlp.sklearn": MLPClassifier, "scikit-learn": SkMLPClassifier}
+    results = {name: {"seconds": [], "accuracy": None} for name in makers}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(**{**params, "max_iter": 1}).fit(X[:2000], y[:2000])  # numba cache
+        for _ in range(rounds):
+            for name, make in makers.items():
+                started = time.perf_counter()
+                model = make(**params).fit(X, y)
+                results[name]["seconds"].append(time.perf_counter() - started)
+                results[name]["accuracy"] = float(model.score(X_test, y_test))
+    return results
+
+
 def format_table(headers, rows, align=None):
     """Plain-text table: columns padded to width, ``align`` a string of 'l'/'r' per column."""
     align = align or "l" * len(headers)
@@ -570,6 +600,11 @@ def build_parser(prog="fastmlp bench"):
                    help="random MNIST-shaped data instead of MNIST (no files needed)")
     p.add_argument("--no-predict", action="store_true", help="skip the prediction timings")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    p.add_argument("--sklearn-epochs", type=_positive_int, default=None,
+                   help="epochs of the MLPClassifier.fit comparison, fastmlp.sklearn vs "
+                        "scikit-learn with identical parameters (default 10; 2 with --quick)")
+    p.add_argument("--no-sklearn-fit", action="store_true",
+                   help="skip the MLPClassifier.fit comparison")
     p.add_argument("--cold", action="store_true",
                    help="also time a cold start (empty numba cache: compiles every kernel)")
     p.add_argument("--json", metavar="FILE", default=None, help="also write all results here")
@@ -609,7 +644,7 @@ def main(argv=None, prog="fastmlp bench"):
               "--synthetic)", file=sys.stderr)
         return 1
     if args.quick:
-        X_test = X_test[:2000]
+        X_test, y_test = X_test[:2000], y_test[:2000]
     n = X.shape[0]
 
     def log(line):
@@ -658,6 +693,22 @@ def main(argv=None, prog="fastmlp bench"):
             print()
             print(f"predict_proba (1-sample latency: median of {calls} calls)")
             print(predict_table(report["predict"]))
+
+        if not args.no_sklearn_fit and "sklearn" in contenders and not missing_reason("sklearn"):
+            epochs_fit = args.sklearn_epochs or (2 if args.quick else 10)
+            log(f"MLPClassifier.fit ({epochs_fit} epochs):")
+            fits = time_sklearn_fit(X, y, X_test, y_test, epochs_fit, 1 if args.quick else 2)
+            report["sklearn_fit"] = {"epochs": epochs_fit, "params": sklearn_fit_params(
+                epochs_fit), "results": fits}
+            theirs = min(fits["scikit-learn"]["seconds"])
+            print()
+            print(f"MLPClassifier.fit, identical parameters ({epochs_fit} epochs, hidden (100,), "
+                  "adam, batch 200), best of the rounds")
+            print(format_table(
+                ["estimator", "fit seconds", "test accuracy", "speed-up"],
+                [[name, f"{min(r['seconds']):.2f}", f"{100 * r['accuracy']:.2f} %",
+                  f"{theirs / min(r['seconds']):.2f}x"] for name, r in fits.items()],
+                "lrrr"))
 
     if not args.no_startup and "numba" in contenders:
         log("start-up:")

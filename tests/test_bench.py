@@ -35,6 +35,12 @@ def test_quick_run_prints_table_and_json(capsys, tmp_path):
         assert numba["vs_torch"] == pytest.approx(rows["torch"]["median"] / numba["median"])
     assert "error" not in report["startup_warm"], report["startup_warm"]
     assert report["startup_warm"]["total"] > 0
+    if not bench.missing_reason("sklearn"):
+        # the drop-in comparison: both estimators fitted with the same parameters
+        fits = report["sklearn_fit"]["results"]
+        assert set(fits) == {"fastmlp.sklearn", "scikit-learn"}
+        assert all(len(r["seconds"]) == 1 and 0 <= r["accuracy"] <= 1 for r in fits.values())
+        assert "MLPClassifier.fit, identical parameters" in out
 
 
 def test_missing_peer_is_reported_not_run(capsys, monkeypatch):
