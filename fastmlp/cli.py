@@ -97,24 +97,25 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------- argument types
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+def _integer(low, high=None, what=None):
+    """An argparse type: an integer in ``low .. high``, named ``what`` in its errors."""
+    what = what or ("a positive integer" if low == 1 else f"an integer >= {low}")
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+_positive_int = _integer(1)
+_nonnegative_int = _integer(0)
+_port = _integer(0, 65535, "a port number 0..65535")
 
 
 def _number(low=None, high=None, low_open=False, high_open=False):
@@ -155,13 +156,6 @@ def _names(text):
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return names
-
-
-def _port(text):
-    value = _nonnegative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, got {text!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------- parser
