@@ -310,20 +310,29 @@ class Network:
         if self.backend == "numpy":
             return reference.loss(self._weights, self._biases, self.activations, self.cost,
                                   X, Y, l2)
-        return self._summed_cost(X, Y) / X.shape[0] + reference.l2_penalty(self._weights, l2)
+        return self._cost_and_output(X, Y)[0] + reference.l2_penalty(self._weights, l2)
 
-    def _summed_cost(self, X, Y):
+    def _cost_and_output(self, X, Y):
+        """``(mean data cost, ŷ)`` from one forward pass over checked X and target rows Y."""
+        if self.backend == "numpy":
+            zs, acts = reference.forward(self._weights, self._biases, self.activations, X)
+            return reference.batch_loss(self.cost, zs[-1], acts[-1], Y), acts[-1]
         _, backprop, _, _, _ = _kernels()
-        n = X.shape[0]
+        n, width = X.shape[0], self.n_outputs
         ws = self._predict_workspace(min(n, PREDICT_ROWS))
         first_layer = self._input(X)
+        out = np.empty((n, width), dtype=self.dtype)
+        last = ws.act_offsets[-1]
         total = 0.0
         for start in range(0, n, PREDICT_ROWS):
             rows = np.arange(start, min(n, start + PREDICT_ROWS))
             total += backprop.batch_cost(self._params, self._offsets, self._sizes,
                                          *self._codes(), X, rows, Y[rows],
                                          *first_layer, *ws.forward_buffers(), ws.delta_a[0])
-        return total
+            # batch_cost leaves ŷ in the last layer's part of the workspace
+            out[start:start + rows.size] = ws.acts[0, last:last + rows.size * width].reshape(
+                rows.size, width)
+        return total / n, out
 
     def gradients(self, X, Y, l2=0.0):
         """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2)``, shaped like the parameters."""
@@ -352,12 +361,7 @@ class Network:
         """``{"loss": mean cost, "accuracy": fraction classified right}`` on (X, y): argmax
         matches, or for ``binary_cross_entropy`` every output on its target's side of 0.5."""
         X, Y, _ = self._check_XY(X, y)
-        out = self.predict_proba(X)
-        if self.backend == "numpy":
-            cost = reference.loss(self._weights, self._biases, self.activations, self.cost,
-                                  X, Y)
-        else:
-            cost = self._summed_cost(X, Y) / X.shape[0]
+        cost, out = self._cost_and_output(X, Y)  # one forward pass for both numbers
         accuracy = float(np.mean(reference.classified_right(self.cost, out, Y)))
         return {"loss": float(cost), "accuracy": accuracy}
 

@@ -8,7 +8,7 @@
   pixels) use a CSR copy of the data set made once per ``fit`` and skip the zeros outright.
 
 All of them are serial: training splits each batch across threads one level up
-(``training.train_batches``), so a batch costs two fork-joins, not one per product.
+(``training.train_batches``), so a batch costs one fork-join, not one per product.
 """
 
 import numpy as np
@@ -158,9 +158,9 @@ def gemm(A, B, out):
                     o1[j] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
                     o2[j] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
                     o3[j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
-            first_row, k_start = i0, k_main
+            k_start = k_main
         else:
-            first_row, k_start = i0, 0
+            k_start = 0
         # Leftovers: the last k % 4 inner indices of a full block, or the rows of a short
         # last block (all of a 1-sample prediction), eight inner indices per pass.
         for i in range(i0, min(m, i0 + 4)):

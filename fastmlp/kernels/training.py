@@ -5,7 +5,7 @@ two progress-bar updates — gather, forward, backward, update — runs here wit
 
 Threads split each batch into ``n_parts`` contiguous parts: each computes its part's share
 of the gradient in its own workspace (one row of every 2-D buffer), then the update sums the
-shares in a fixed order. Two fork-joins per batch, whatever the network's depth, so a busy
+shares in a fixed order. One fork-join per batch, whatever the network's depth, so a busy
 machine that delays a thread costs little; and the same thread count gives the same bits.
 """
 
