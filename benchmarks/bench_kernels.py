@@ -7,6 +7,13 @@ Kernel signatures are still being tuned: every call into ``fastmlp.kernels`` goe
 of the small ``*_call`` adapters below, so a signature change is a one-place edit here. Each
 adapter returns a zero-argument callable; numba callables are run once before timing so that
 compilation (or the cache load) never lands in a measurement.
+
+Fairness: both sides start from the same input in the timer. The first layer's products are
+timed two ways (``prep``): ``in-timer`` — from the dense X and the batch's row numbers, the
+numpy side gathering ``X[rows]`` and the numba side building the batch's CSR, both inside the
+timer; ``prepared`` — the dense batch (numpy) and its CSR (numba) both made before it. In-place
+kernels (activations) get a fresh copy of their input every round, made outside the timer,
+on both sides. BLAS runs on one thread, as the compiled kernels here do.
 """
 
 import numpy as np
@@ -27,10 +34,34 @@ def _k():
     return activations, backprop, costs, dense, training
 
 
+PREPS = ("in-timer", "prepared")
+FRESH_ROUNDS = 2000  # rounds of the benchmarks that get a fresh input each round
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """numpy's BLAS on one thread: the kernels compared with it here run on one."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
 def _run(benchmark, group, fn):
     benchmark.group = group
     fn()  # compile / load the numba cache, warm the caches
     benchmark(fn)
+
+
+def _run_fresh(benchmark, group, fn, make_args):
+    """Time ``fn(*make_args())`` with new arguments every round, made outside the timer."""
+    benchmark.group = group
+    fn(*make_args())  # compile / load the numba cache
+    benchmark.pedantic(fn, setup=lambda: (make_args(), {}), rounds=FRESH_ROUNDS,
+                       iterations=1, warmup_rounds=10)
 
 
 def _batch_rows(n_total, batch, seed=0):
@@ -49,6 +80,19 @@ def spmm_call(csr, rows, Wt, out):
     dense = _k()[3]
     indptr, indices, data = csr
     return lambda: dense.spmm(indptr, indices, data, rows, Wt, out)
+
+
+def batch_csr_buffers(X, rows):
+    """Preallocated CSR arrays big enough for ``X[rows]`` (as fit's workspaces are)."""
+    return (np.zeros(rows.size + 1, np.int64), np.empty(rows.size * X.shape[1], np.int32),
+            np.empty(rows.size * X.shape[1], X.dtype))
+
+
+def batch_csr_call(X, rows, bufs):
+    """Build the CSR of ``X[rows]`` into ``bufs``; returns the callable and the CSR."""
+    dense = _k()[3]
+    indptr, indices, data = bufs
+    return (lambda: dense.dense_to_csr(X, rows, indptr, indices, data)), bufs
 
 
 def spmm_dw_call(csr, rows, delta, dWt):
@@ -82,29 +126,25 @@ def gemm_nt_call(A, Bt, out):
     return None if fn is None else (lambda: fn(A, Bt, out))
 
 
-def activate_call(name, Z):
+def activate_call(name):
+    """``fn(Z)``: the activation applied to Z in place, as the kernels use it."""
     activations = _k()[0]
     code = activations.CODES[name]
-    return lambda: activations.activate(code, Z)
+    return lambda Z: activations.activate(code, Z)
 
 
 def softmax_ce_call(Z, Y, delta):
     activations, _, costs, _, _ = _k()
     n = Z.shape[0]
-    return lambda: costs.output_delta(costs.CROSS_ENTROPY, activations.SOFTMAX, Z, Y, n, delta)
+    no_weights = np.zeros(0, Z.dtype)
+    return lambda: costs.output_delta(costs.CROSS_ENTROPY, activations.SOFTMAX, Z, Y,
+                                      no_weights, n, delta)
 
 
-def batch_gradients_call(net, X, csr, rows, Y_batch):
-    """One training batch's forward + backward as ``train_batches`` runs it (CSR input)."""
-    backprop = _k()[1]
-    from fastmlp.network import _Workspace
-
-    ws = _Workspace(net, rows.size)
-    grads = np.empty_like(net._params)
-    args = (net._params, net._offsets, net._sizes, *net._codes(), X, rows, Y_batch, *csr,
-            True, 0.0, *ws.forward_buffers(), ws.delta_a[0], ws.delta_b[0], grads,
-            0.0, 0, 0, rows.size, 0)  # dropout p, key, step; batch size, first row
-    return lambda: backprop.batch_gradients(*args)
+def batch_gradients_call(net, Xb, Y_batch):
+    """One training batch's forward + backward as the training loop runs it: split into
+    one part per thread, each part's first layer compressed on the fly where sparse."""
+    return lambda: net._flat_gradients(Xb, Y_batch, 0.0)
 
 
 def update_call(params, grads, lr):
@@ -118,36 +158,71 @@ def update_call(params, grads, lr):
 # --- forward product of the first layer: CSR rows x Wt vs X[rows] @ Wt ----------------------
 
 
+def _first_layer_inputs(X, batch, backend, prep):
+    """``(build, batch input)``: for numba the batch's CSR with rows 0..batch-1, for numpy
+    the row numbers into X (in-timer) or the gathered batch (prepared); ``build`` is the
+    work that belongs inside the timer (None when prepared)."""
+    rows = _batch_rows(X.shape[0], batch)
+    ident = np.arange(batch, dtype=np.int64)
+    if backend == "numba":
+        build, csr = batch_csr_call(X, rows, batch_csr_buffers(X, rows))
+        build()  # compiled, and the CSR ready for the prepared variant
+        return (build if prep == "in-timer" else None), (csr, ident)
+    if prep == "in-timer":
+        return None, rows
+    return None, np.ascontiguousarray(X[rows])
+
+
+@pytest.mark.parametrize("prep", PREPS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("hidden", [128, 512])
-def test_spmm_forward(benchmark, mnist, mnist_csr, backend, batch, hidden):
+def test_spmm_forward(benchmark, mnist, backend, batch, hidden, prep):
     X = mnist[0]
-    rows = _batch_rows(X.shape[0], batch)
     Wt = _he(np.random.default_rng(1), 784, hidden)
     out = np.zeros((batch, hidden), F32)
+    build, inp = _first_layer_inputs(X, batch, backend, prep)
     if backend == "numba":
-        fn = spmm_call(mnist_csr, rows, Wt, out)
+        csr, ident = inp
+        product = spmm_call(csr, ident, Wt, out)
+
+        def fn():
+            if build is not None:
+                build()
+            product()
+    elif prep == "in-timer":
+        def fn():
+            np.matmul(X[inp], Wt, out=out)
     else:
         def fn():
-            np.matmul(X[rows], Wt, out=out)
-    _run(benchmark, f"spmm forward 784x{hidden} b{batch}", fn)
+            np.matmul(inp, Wt, out=out)
+    _run(benchmark, f"spmm forward 784x{hidden} b{batch} ({prep})", fn)
 
 
+@pytest.mark.parametrize("prep", PREPS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("hidden", [128, 512])
-def test_spmm_weight_gradient(benchmark, mnist, mnist_csr, backend, batch, hidden):
+def test_spmm_weight_gradient(benchmark, mnist, backend, batch, hidden, prep):
     X = mnist[0]
-    rows = _batch_rows(X.shape[0], batch)
     delta = np.random.default_rng(2).standard_normal((batch, hidden)).astype(F32)
     dWt = np.zeros((784, hidden), F32)
+    build, inp = _first_layer_inputs(X, batch, backend, prep)
     if backend == "numba":
-        fn = spmm_dw_call(mnist_csr, rows, delta, dWt)
+        csr, ident = inp
+        product = spmm_dw_call(csr, ident, delta, dWt)
+
+        def fn():
+            if build is not None:
+                build()
+            product()
+    elif prep == "in-timer":
+        def fn():
+            np.matmul(X[inp].T, delta, out=dWt)
     else:
         def fn():
-            np.matmul(X[rows].T, delta, out=dWt)
-    _run(benchmark, f"spmm dW 784x{hidden} b{batch}", fn)
+            np.matmul(inp.T, delta, out=dWt)
+    _run(benchmark, f"spmm dW 784x{hidden} b{batch} ({prep})", fn)
 
 
 # --- dense products of the hidden/output layers -----------------------------------------------
@@ -218,15 +293,13 @@ ACT_SHAPES = sorted({("relu", b, w) for b in BATCHES for w in (128, 256, 512)}
 @pytest.mark.parametrize("name,batch,width", ACT_SHAPES,
                          ids=[f"{a}-b{b}x{w}" for a, b, w in ACT_SHAPES])
 def test_activation(benchmark, backend, name, batch, width):
-    Z = np.random.default_rng(4).standard_normal((batch, width)).astype(F32)
+    Z0 = np.random.default_rng(4).standard_normal((batch, width)).astype(F32)
     if backend == "numba":
-        fn = activate_call(name, Z)  # in place, as the kernels use it
+        fn = activate_call(name)
     else:
-        f = reference.ACTIVATIONS[name][0]
-
-        def fn():
-            f(Z)
-    _run(benchmark, f"activate {name} b{batch}x{width}", fn)
+        fn = reference.ACTIVATIONS[name][0]
+    # A fresh copy of the same unrectified input every round, on both sides.
+    _run_fresh(benchmark, f"activate {name} b{batch}x{width}", fn, lambda: (Z0.copy(),))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -252,18 +325,19 @@ def test_softmax_cross_entropy_delta(benchmark, backend, batch):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_batch_gradients(benchmark, mnist, mnist_csr, backend, batch, arch):
+def test_batch_gradients(benchmark, mnist, backend, batch, arch):
     X, y = mnist[0], mnist[1]
     rows = _batch_rows(X.shape[0], batch)
     Y_batch = np.eye(10, dtype=F32)[y[rows]]
     net = Network(ARCHS[arch], backend=backend, seed=0)
+    Xb = np.ascontiguousarray(X[rows])  # gathered outside the timer on both sides
     if backend == "numba":
-        fn = batch_gradients_call(net, X, mnist_csr, rows, Y_batch)
+        fn = batch_gradients_call(net, Xb, Y_batch)
     else:
         W, b, acts = net.weights, net.biases, net.activations
 
         def fn():
-            reference.gradients(W, b, acts, "cross_entropy", X[rows], Y_batch)
+            reference.gradients(W, b, acts, "cross_entropy", Xb, Y_batch)
     _run(benchmark, f"batch_gradients {arch} b{batch}", fn)
 
 

@@ -3,11 +3,17 @@
 The plain ``pytest`` run (``testpaths = ["tests"]``) never comes here. Given this folder, the
 hook below collects its ``bench_*.py`` files as test modules.
 
+The library-against-library suites (bench_epoch, bench_predict, bench_sklearn) run each
+contender at each thread count in its own worker process, the same workers as ``fastmlp
+bench`` (:class:`fastmlp.bench.Worker`): the worker times the whole user call and reports
+it, and that time is what pytest-benchmark records (:class:`WorkerTimer`).
+
 Environment knobs (all optional):
 
 * ``FASTMLP_DATA``            folder holding ``mnist/`` (default: ``../shared/data`` beside
                               the repository, then the user cache).
-* ``FASTMLP_BENCH_THREADS``   threads for numba, torch and BLAS alike (default 2).
+* ``FASTMLP_BENCH_THREADS``   comma-separated thread counts, every contender runs at each
+                              (default ``1,N``, N = the CPUs).
 * ``FASTMLP_BENCH_SAMPLES``   training samples per epoch benchmark (default 60000).
 * ``FASTMLP_BENCH_ROUNDS``    timed epochs per contender and config (default 3).
 """
@@ -20,9 +26,10 @@ import pytest
 
 from fastmlp import bench
 
-THREADS = int(os.environ.get("FASTMLP_BENCH_THREADS", "2"))
+THREADS = bench.parse_threads(os.environ.get("FASTMLP_BENCH_THREADS", "1,N"))
 SAMPLES = int(os.environ.get("FASTMLP_BENCH_SAMPLES", "60000"))
 ROUNDS = int(os.environ.get("FASTMLP_BENCH_ROUNDS", "3"))
+LEARNING_RATE = 0.05
 
 
 def pytest_collect_file(file_path, parent):
@@ -67,13 +74,6 @@ def mnist_csr(mnist):
     return dense.to_csr(mnist[0])
 
 
-@pytest.fixture(scope="session", autouse=True)
-def same_threads():
-    """Every library runs with ``FASTMLP_BENCH_THREADS`` threads for the whole session."""
-    with bench.limit_threads(THREADS) as applied:
-        yield applied
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
@@ -86,11 +86,50 @@ def rounds():
 
 
 @pytest.fixture(scope="session")
-def skip_missing():
-    """``skip_missing(contender)`` skips the test when a peer library is not installed."""
-    def skip(contender):
+def workers(mnist_train, mnist, tmp_path_factory):
+    """``workers(contender, threads)``: that contender's worker process, started on first use
+    and kept for the session (skips when the library is not installed)."""
+    path = bench.write_data(str(tmp_path_factory.mktemp("bench-data")), *mnist_train,
+                            mnist[2], mnist[3])
+    pool = {}
+
+    def get(contender, threads):
         reason = bench.missing_reason(contender)
         if reason:
             pytest.skip(f"{bench.LABELS[contender]}: {reason}")
+        key = (contender, threads)
+        if key not in pool:
+            w = bench.Worker(contender, threads, path, LEARNING_RATE)
+            w.ready()
+            pool[key] = w
+        return pool[key]
 
-    return skip
+    yield get
+    for w in pool.values():
+        w.close()
+
+
+class WorkerTimer:
+    """pytest-benchmark's timer for calls made in a worker process: the running total of the
+    seconds the worker measured around each whole call, so the pipe round trip and this
+    process's own time stay out of the figures. Use :meth:`install`, then time
+    :meth:`call`."""
+
+    def __init__(self, worker):
+        self.worker, self.total = worker, 0.0
+
+    def clock(self):
+        return self.total
+
+    def call(self, op, **kwargs):
+        answer = self.worker.ask(op, **kwargs)
+        seconds = answer["seconds"]
+        self.total += sum(seconds) if isinstance(seconds, list) else seconds
+        return answer
+
+    def install(self, benchmark):
+        benchmark._timer = self.clock  # read before and after each round
+        benchmark.extra_info["timer"] = "whole call, timed inside the worker process"
+        benchmark.extra_info["pid"] = self.worker.hello["pid"]
+        benchmark.extra_info["threads"] = self.worker.threads
+        return self

@@ -1,19 +1,15 @@
-"""fastmlp: multilayer perceptrons trained fast on a CPU.
+"""fastmlp: multilayer perceptrons and small convolutional networks trained fast on a CPU.
 
 ``import fastmlp`` stays light: numba and the kernels load on first use of the numba backend.
 """
 
-import os
-
 __version__ = "0.1.0"
+__all__ = ["Network", "History", "Conv2D", "MaxPool2D", "set_num_threads", "get_num_threads",
+           "__version__"]
 
-# Numba's OpenMP threads spin while they wait for work by default. Training launches one
-# short parallel region per batch, and a spinning thread that shares its core with other
-# work (another process, a hyperthread sibling) made epochs up to 50x slower on a 2-vCPU
-# machine; sleeping waiters cost microseconds per batch instead. It must be set before
-# numba starts its OpenMP layer, hence here; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-__all__ = ["Network", "History", "set_num_threads", "get_num_threads", "__version__"]
+# Importing fastmlp sets no environment variable and changes no other library's behaviour.
+# Numba's threading layer (whose idle threads must not spin: see _threads.QUIET_LAYER) is
+# chosen when the compiled kernels are first imported (fastmlp/kernels/__init__.py).
 
 
 def __getattr__(name):
@@ -22,6 +18,10 @@ def __getattr__(name):
         from . import network
 
         return getattr(network, name)
+    if name in ("Conv2D", "MaxPool2D"):
+        from . import layers
+
+        return getattr(layers, name)
     if name in ("set_num_threads", "get_num_threads"):
         from . import _threads
 

@@ -10,6 +10,8 @@ import numbers
 import numpy as np
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+BACKENDS = ("numba", "numpy")
+OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
 def choice(name, value, options):
@@ -98,18 +100,98 @@ def _finite_cast(name, arr, dtype):
     return out
 
 
-def features(X, n_features, dtype, name="X"):
-    """X as a finite C-contiguous ``dtype`` array of shape ``(n, n_features)``, n >= 1."""
+class CSR:
+    """A checked sparse input: CSR arrays of a ``(rows, cols)`` matrix with sorted-or-not
+    column indices, finite values of the network's dtype (what the first layer reads)."""
+
+    def __init__(self, indptr, indices, data, shape):
+        self.indptr, self.indices, self.data, self.shape = indptr, indices, data, shape
+
+    def toarray(self):
+        out = np.zeros(self.shape, dtype=self.data.dtype)
+        rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+        np.add.at(out, (rows, self.indices), self.data)
+        return out
+
+    def __getitem__(self, rows):
+        """The rows ``rows`` (an index array) as another CSR."""
+        rows = np.asarray(rows)
+        counts = np.diff(self.indptr)[rows]
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        take = np.concatenate([np.arange(self.indptr[r], self.indptr[r + 1]) for r in rows]) \
+            if rows.size else np.zeros(0, np.int64)
+        return CSR(indptr, self.indices[take], self.data[take], (rows.size, self.shape[1]))
+
+
+def _is_sparse(X):
+    return hasattr(X, "tocsr") and hasattr(X, "nnz") and hasattr(X, "shape")
+
+
+def sparse_features(X, n_features, dtype, name="X"):
+    """A scipy sparse matrix (any format) as a checked :class:`CSR`, never densified."""
+    if len(X.shape) != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape}, it needs at least one sample")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features per sample; the network expects "
+                         f"{n_features}")
+    csr = X.tocsr()
+    data = _numeric_array(f"{name}.data", csr.data)
+    data = _finite_cast(f"{name} (stored values)", data, dtype)
+    indptr = np.ascontiguousarray(csr.indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(csr.indices, dtype=np.int32)
+    return CSR(indptr, indices, data, (int(X.shape[0]), int(X.shape[1])))
+
+
+def features(X, n_features, dtype, name="X", shape=None, sparse=False):
+    """X as a finite C-contiguous ``dtype`` array of shape ``(n, n_features)``, n >= 1.
+
+    With an image ``shape (C, H, W)`` also ``(n, C, H, W)`` and, for ``C == 1``, ``(n, H, W)``
+    (flattened in that order). With ``sparse`` a scipy sparse matrix becomes a
+    :class:`CSR`; without, it is refused with a hint."""
+    if sparse and _is_sparse(X):
+        return sparse_features(X, n_features, dtype, name)
     arr = _numeric_array(name, X)
+    if shape is not None and arr.ndim in (3, 4) and arr.shape[0] > 0:
+        image = tuple(arr.shape[1:])
+        if image == tuple(shape) or (arr.ndim == 3 and shape[0] == 1
+                                     and image == tuple(shape[1:])):
+            arr = arr.reshape(arr.shape[0], -1)
+        else:
+            raise ValueError(f"{name} has images of shape {image}; the network expects "
+                             f"{tuple(shape)}" + (f" or {tuple(shape[1:])}" if shape[0] == 1
+                                                  else "")
+                             + f" (or flat rows of {n_features} values)")
     if arr.ndim != 2:
         hint = " (for one sample use X.reshape(1, -1))" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (samples, features), got shape {arr.shape}{hint}")
+        expect = "(samples, features)" if shape is None else \
+            f"(samples, features) or (samples, {', '.join(map(str, shape))})"
+        raise ValueError(f"{name} must be 2-D {expect}, got shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: shape {arr.shape}, it needs at least one sample")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features per sample; the network expects "
                          f"{n_features}")
     return _finite_cast(name, arr, dtype)
+
+
+def sample_weights(w, n_samples, dtype, name="sample_weight"):
+    """None, or ``n_samples`` finite non-negative weights (not all zero) as ``dtype``."""
+    if w is None:
+        return None
+    arr = _numeric_array(name, w)
+    if arr.ndim != 1 or arr.shape[0] != n_samples:
+        raise ValueError(f"{name} must be 1-D with one weight per sample ({n_samples}), got "
+                         f"shape {arr.shape}")
+    arr = _finite_cast(name, arr, dtype)
+    if (arr < 0).any():
+        where = _first_bad(arr < 0)
+        raise ValueError(f"{name} must be non-negative, first {_index(name, where)} = "
+                         f"{_value(arr, where)!r}")
+    if not arr.any():
+        raise ValueError(f"{name} is all zeros: no sample would count")
+    return arr
 
 
 def targets(y, n_samples, n_outputs, dtype, name="y"):

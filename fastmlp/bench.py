@@ -1,25 +1,38 @@
-"""``fastmlp bench``: one training epoch, fastmlp against PyTorch and scikit-learn, on MNIST.
+"""``fastmlp bench``: fastmlp against its numpy reference, PyTorch and scikit-learn on MNIST —
+one training epoch, ``predict_proba``, and start-up — measured fairly.
 
-Everything runs in one process. The contenders take turns: after a warm-up (numba compiles or
-loads its cache, torch and BLAS settle), each round runs one epoch of every contender in turn,
-so a burst of noise from elsewhere on the machine lands on all of them alike. Every library
-gets the same thread count (``--threads``): numba's pool, torch's intra-op pool, and — through
-threadpoolctl when installed — numpy's and scikit-learn's BLAS.
+Fair means four things here:
 
-Reported per contender and configuration: seconds per epoch (median, min–max over rounds),
-samples/s, throughput ratio to PyTorch (> 1: faster than torch), and the achieved dense
-GFLOP/s (see :func:`epoch_flops`), beside numpy's float32 matmul rate measured in the same run.
-Then prediction latency (one sample) and throughput (10,000 samples), and the start-up time of
-a fresh interpreter that imports fastmlp and trains a little (numba cache hot; ``--cold``
-also with an empty cache).
+1. **The same span for every contender: the whole call a user makes.** fastmlp: the wall time
+   of ``net.fit(X, y, epochs=1, ...)`` (input checks, the CSR copy of X and the workspaces
+   included); PyTorch: a function that takes the numpy arrays and trains one epoch
+   (``from_numpy``, a ``randperm`` order, forward / backward / step per batch); scikit-learn:
+   ``partial_fit``. Predict: one ``predict_proba(X)`` call from numpy to numpy for each
+   (PyTorch: ``from_numpy``, a ``no_grad`` forward, softmax, ``.numpy()``).
+2. **Each library in its own process.** One worker process (``python -m
+   fastmlp._bench_worker``) per contender and thread count, started with the same
+   environment, cleared of thread settings (:data:`THREAD_ENV`); a worker imports only its own
+   library and sets only its own threads. The workers load the same data, warm up (numba
+   compiles or loads its cache, untimed), then this process drives them over pipes in
+   alternation, A B C A B C ... (the first one rotating each round), so noise from the rest of
+   the machine falls on all of them alike.
+3. **Every contender at every thread count** (``--threads``, default ``1,N`` with N the
+   CPUs): numba's pool through ``fastmlp.set_num_threads``, PyTorch's through
+   ``torch.set_num_threads``, BLAS / OpenMP through threadpoolctl. All rows are shown; the
+   ratios compare fastmlp at its best thread count with each peer at *its* best.
+4. **The machine is named**: CPU model, core count, AVX2 / AVX-512, library versions.
+
+Configs are MLPs (``784-128-10 b64``) or CNNs: ``cnn b128`` is the convolution issue's net
+(:data:`CNN_SIZES`), fastmlp's ``Network([(1, 28, 28), Conv2D(16, 5, padding=2),
+MaxPool2D(2), Conv2D(32, 5, padding=2), MaxPool2D(2), 128, 10])`` against PyTorch's exact
+equivalent; the numpy reference and scikit-learn skip CNNs (:data:`CNN_SKIPPED`).
 
 ``python -m fastmlp.bench --help``; the ``fastmlp bench`` command runs :func:`main`.
 """
 
 import argparse
-import contextlib
+import importlib.util
 import json
-import math
 import os
 import platform
 import statistics
@@ -27,12 +40,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 
-from .cli import _number, _positive_int
+from ._args import _number, _positive_int
+from ._bench_worker import IMAGE, architecture, is_cnn
 
+# The CNN of the convolution issue, in the worker's form: 784 inputs read as one 1x28x28
+# image, then layer tokens of fastmlp's --layers syntax, then dense widths. "cnn" in a
+# config names it.
+CNN_SIZES = [784, "conv16k5p2", "pool2", "conv32k5p2", "pool2", 128, 10]
+CNN_NAME = "cnn"
 # name -> (layer sizes, batch size); the order of the default run.
 CONFIGS = {
     "784-128-10 b64": ([784, 128, 10], 64),
@@ -40,10 +58,12 @@ CONFIGS = {
     "784-128-10 b128": ([784, 128, 10], 128),
     "784-128-10 b256": ([784, 128, 10], 256),
     "784-512-256-10 b128": ([784, 512, 256, 10], 128),
+    "cnn b128": (CNN_SIZES, 128),
 }
 QUICK_CONFIGS = ["784-128-10 b64"]
 QUICK_SAMPLES = 4096
 CONTENDERS = ("numba", "numpy", "torch", "sklearn")
+FASTMLP = "numba"  # the contender the ratios are about
 LABELS = {
     "numba": "fastmlp (numba)",
     "numpy": "fastmlp (numpy ref)",
@@ -51,7 +71,20 @@ LABELS = {
     "sklearn": "scikit-learn MLP",
 }
 N_FEATURES, N_CLASSES = 784, 10
-WARMUP_SAMPLES = 8192  # the warm-up epoch runs on at most this many samples
+PREDICT_ROWS = 10000  # rows of the throughput call (the MNIST test set)
+# Contenders that do not run CNNs, and why (shown in the tables instead of a time).
+CNN_SKIPPED = {
+    "numpy": "skipped for the CNN: the numpy reference's convolutions take ~7 min per "
+             "60,000-image epoch",
+    "sklearn": "skipped for the CNN: scikit-learn has no convolutional network",
+}
+# Removed from every worker's environment: each worker sets its own threads through its
+# library's API, and none may inherit another's (or the caller's) thread settings.
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_DYNAMIC", "OMP_PROC_BIND",
+              "OMP_PLACES", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "KMP_AFFINITY",
+              "MKL_NUM_THREADS", "MKL_DYNAMIC", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS",
+              "NUMBA_THREADING_LAYER")
 
 
 # --- configuration parsing ------------------------------------------------------------------
@@ -60,86 +93,148 @@ WARMUP_SAMPLES = 8192  # the warm-up epoch runs on at most this many samples
 def parse_config(text):
     """``"784-128-10 b64"``, ``"784-128-10:64"`` or ``"784-128-10/64"`` -> (name, sizes, batch).
 
-    The input layer must be 784 wide and the output 10 (MNIST)."""
+    The input layer must be 784 wide and the output 10 (MNIST). ``"cnn b128"`` is the
+    convolution issue's CNN (:data:`CNN_SIZES`); other CNNs are written with fastmlp's
+    ``--layers`` tokens between the sizes, the 784 inputs then read as one 1x28x28 image:
+    ``"784-conv8k3-pool2-64-10 b128"``."""
     s = text.strip().replace(":", " b").replace("/", " b")
     parts = s.split()
     if len(parts) != 2 or not parts[1].lower().startswith("b"):
-        raise ValueError(f"bad config {text!r}: expected e.g. '784-128-10 b64' or "
-                         "'784-128-10:64'")
+        raise ValueError(f"bad config {text!r}: expected e.g. '784-128-10 b64', "
+                         "'784-128-10:64' or 'cnn b128'")
     try:
-        sizes = [int(p) for p in parts[0].split("-")]
         batch = int(parts[1][1:])
     except ValueError:
-        raise ValueError(f"bad config {text!r}: layer sizes and batch size must be "
-                         "integers") from None
-    if len(sizes) < 2 or min(sizes) < 1 or batch < 1:
+        raise ValueError(f"bad config {text!r}: the batch size must be an integer") from None
+    if batch < 1:
+        raise ValueError(f"bad config {text!r}: the batch size must be positive")
+    if parts[0].lower() == CNN_NAME:
+        return f"{CNN_NAME} b{batch}", list(CNN_SIZES), batch
+    sizes = []
+    for p in parts[0].split("-"):
+        if p.isdigit():
+            sizes.append(int(p))
+        elif p.startswith(("conv", "pool")):
+            sizes.append(p)
+        else:
+            raise ValueError(f"bad config {text!r}: layer sizes must be integers (or, for a "
+                             "CNN, tokens like conv16k5p2 and pool2)")
+    ints = [v for v in sizes if isinstance(v, int)]
+    if len(sizes) < 2 or min(ints) < 1:
         raise ValueError(f"bad config {text!r}: need at least two positive layer sizes and "
                          "a positive batch size")
     if sizes[0] != N_FEATURES or sizes[-1] != N_CLASSES:
         raise ValueError(f"bad config {text!r}: MNIST needs {N_FEATURES} inputs and "
                          f"{N_CLASSES} outputs")
-    return f"{'-'.join(map(str, sizes))} b{batch}", sizes, batch
+    try:
+        architecture(sizes)
+    except ValueError as e:
+        raise ValueError(f"bad config {text!r}: {e}") from None
+    return f"{arch_name(sizes)} b{batch}", sizes, batch
+
+
+def arch_name(sizes):
+    """``"784-128-10"``; ``"cnn"`` for :data:`CNN_SIZES`."""
+    return CNN_NAME if list(sizes) == CNN_SIZES else "-".join(map(str, sizes))
+
+
+def skip_reason(contender, sizes):
+    """None when ``contender`` runs the architecture ``sizes``, else why it does not."""
+    return CNN_SKIPPED.get(contender) if is_cnn(sizes) else None
 
 
 def _split_list(text):
     return [p for p in (q.strip() for q in text.split(",")) if p]
 
 
+def parse_threads(text, cpus=None):
+    """``"1,2"`` -> [1, 2] (sorted, unique); ``"N"`` or ``"all"`` stands for the CPU count."""
+    cpus = cpus or os.cpu_count() or 1
+    out = set()
+    for p in _split_list(text):
+        if p.lower() in ("n", "all"):
+            out.add(cpus)
+            continue
+        try:
+            n = int(p)
+        except ValueError:
+            raise ValueError(f"--threads: expected integers or N, got {p!r}") from None
+        if not 1 <= n <= cpus:
+            raise ValueError(f"--threads: {n} is not in 1..{cpus} (the CPUs here)")
+        out.add(n)
+    if not out:
+        raise ValueError("--threads is empty")
+    return sorted(out)
+
+
 # --- FLOPs ------------------------------------------------------------------------------------
 
 
+def layer_macs(sizes):
+    """Multiply-adds per image of each layer with weights, forward: ``in·out`` for a dense
+    layer, ``F·C·kh·kw·OH·OW`` for a convolution (pooling has none)."""
+    macs = []
+    for kind, n_in, n_out, *geometry in architecture(sizes):
+        if kind == "dense":
+            macs.append(n_in * n_out)
+        elif kind == "conv":
+            k = geometry[0][0]
+            macs.append(n_out[0] * n_in[0] * k * k * n_out[1] * n_out[2])
+    return macs
+
+
 def epoch_flops(sizes, n_samples):
-    """Dense floating-point operations of one epoch (forward + backward, matrix products
-    only)::
+    """Floating-point operations of one epoch (forward + backward, the products only)::
 
-        forward  2·n·Σ_l in_l·out_l            (Z = A Wᵀ)
-        dW       2·n·Σ_l in_l·out_l            (δᵀ A)
-        dX       2·n·Σ_{l>0} in_l·out_l        (δ W, not needed for the input layer)
+        forward  2·n·Σ_l M_l            (dense Z = A Wᵀ; conv: each output a C·kh·kw dot)
+        dW       2·n·Σ_l M_l            (dense δᵀ A; conv: the same products, transposed)
+        dX       2·n·Σ_{l>0} M_l        (δ W, not needed for the first layer)
 
-    Kernels that skip zero inputs do less actual work; the rate reported is against this
-    dense count, i.e. "effective" GFLOP/s.
+    with ``M_l`` the multiply-adds of layer ``l`` per image (:func:`layer_macs`: ``in·out``
+    dense, ``F·C·kh·kw·OH·OW`` conv). Kernels that skip zero inputs do less actual work; the
+    rate reported is against this dense count, i.e. "effective" GFLOP/s.
     """
-    pairs = [i * o for i, o in zip(sizes[:-1], sizes[1:])]
-    return 2.0 * n_samples * (2 * sum(pairs) + sum(pairs[1:]))
+    macs = layer_macs(sizes)
+    return 2.0 * n_samples * (2 * sum(macs) + sum(macs[1:]))
 
 
-# --- threads ---------------------------------------------------------------------------------
+# --- the machine ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def limit_threads(n, contenders=CONTENDERS):
-    """Run the block with ``n`` threads in numba, torch and (via threadpoolctl) BLAS/OpenMP.
+def cpu_info(cpuinfo="/proc/cpuinfo"):
+    """``{"model", "cpus", "avx2", "avx512"}`` from /proc/cpuinfo; where there is none (not
+    Linux), the model from :mod:`platform` and the vector flags as None (unknown)."""
+    info = {"model": platform.processor() or platform.machine() or "unknown",
+            "cpus": os.cpu_count(), "avx2": None, "avx512": None}
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return info
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and info["model"] in (platform.processor(),
+                                                      platform.machine(), "unknown"):
+            info["model"] = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    if flags:
+        info["avx2"] = "avx2" in flags
+        info["avx512"] = "avx512f" in flags
+    return info
 
-    Yields a dict ``{library: how the limit was applied}`` for the report."""
-    applied = {}
-    with contextlib.ExitStack() as stack:
-        try:
-            from threadpoolctl import threadpool_limits
 
-            stack.enter_context(threadpool_limits(limits=n))
-            applied["blas"] = f"{n} (threadpoolctl)"
-        except ImportError:
-            applied["blas"] = "not limited (threadpoolctl not installed)"
-        if "numba" in contenders:
-            from . import _threads
+def cpu_line(info):
+    def yes(v):
+        return "?" if v is None else ("yes" if v else "no")
 
-            old = _threads.get_num_threads()
-            _threads.set_num_threads(n)
-            stack.callback(_threads.set_num_threads, old)
-            applied["numba"] = str(n)
-        if "torch" in contenders and _have("torch"):
-            import torch
-
-            old_torch = torch.get_num_threads()
-            torch.set_num_threads(n)
-            stack.callback(torch.set_num_threads, old_torch)
-            applied["torch"] = str(n)
-        yield applied
+    return (f"CPU: {info['model']}, {info['cpus']} CPU(s), AVX2 {yes(info['avx2'])}, "
+            f"AVX-512 {yes(info['avx512'])}")
 
 
 def _have(module):
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
@@ -152,209 +247,221 @@ def missing_reason(contender):
     return None
 
 
-# --- contenders -------------------------------------------------------------------------------
+# --- worker processes -------------------------------------------------------------------------
 
 
-class FastmlpContender:
-    """``Network.fit(epochs=1)``; the epoch time is ``History.seconds`` (the training loop
-    only: input checks, the CSR copy of X and workspaces are made once per fit, outside it).
-    ``fit_seconds`` keeps the whole ``fit`` call's wall time for comparison."""
-
-    def __init__(self, backend, sizes, batch_size, lr, X, y, seed=0):
-        from .network import Network
-
-        self.net = Network(sizes, backend=backend, seed=seed)
-        self.batch_size, self.lr, self.X, self.y = batch_size, lr, X, y
-        self.fit_seconds = []
-
-    def epoch(self, X=None, y=None):
-        X = self.X if X is None else X
-        y = self.y if y is None else y
-        started = time.perf_counter()
-        history = self.net.fit(X, y, epochs=1, batch_size=self.batch_size,
-                               learning_rate=self.lr, verbose=False)
-        self.fit_seconds.append(time.perf_counter() - started)
-        return history.seconds[-1]
-
-    def clock(self):
-        """Seconds spent in training loops so far (pytest-benchmark's timer for this
-        contender: differences are exactly ``History.seconds``)."""
-        return math.fsum(self.net.history.seconds)
-
-    def predict_proba(self, X):
-        return self.net.predict_proba(X)
+class WorkerError(RuntimeError):
+    """A worker failed to start, or answered an operation with an error."""
 
 
-class _WallClock:
-    clock = staticmethod(time.perf_counter)
+def worker_env(extra=None):
+    """The environment every worker starts from: this one without :data:`THREAD_ENV`, with
+    this fastmlp first on PYTHONPATH (so the workers run the same code), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.update(extra or {})
+    return env
 
 
-class TorchContender(_WallClock):
-    """nn.Sequential(Linear, ReLU, ..., Linear), CrossEntropyLoss (mean), plain SGD; batches
-    by indexing pre-made tensors with a ``torch.randperm`` order (no DataLoader)."""
+class Worker:
+    """One contender at one thread count in its own process; :meth:`ask` sends one operation
+    and returns the answer (see :mod:`fastmlp._bench_worker` for the protocol)."""
 
-    def __init__(self, sizes, batch_size, lr, X, y, seed=0):
-        import torch
-        from torch import nn
+    def __init__(self, contender, threads, data_path, lr, seed=0, extra_env=None, label=None):
+        self.contender, self.threads = contender, threads
+        self.label = label or f"{LABELS.get(contender, contender)} t{threads}"
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastmlp._bench_worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._err, text=True, bufsize=1,
+            env=worker_env(extra_env))
+        self._send({"contender": contender, "threads": threads, "data": data_path,
+                    "lr": lr, "seed": seed})
+        self.hello = None
 
-        torch.manual_seed(seed)
-        layers = []
-        for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))
-            if k < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        self.torch = torch
-        self.model = nn.Sequential(*layers)
-        self.loss = nn.CrossEntropyLoss()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.0)
-        self.batch_size = batch_size
-        self.X, self.y = self._tensors(X, y)
+    def _send(self, obj):
+        try:
+            self.proc.stdin.write(json.dumps(obj) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerError(f"{self.label}: worker exited ({self._stderr_tail()})") from None
 
-    def _tensors(self, X, y):
-        torch = self.torch
-        return (torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
-                torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    def _receive(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise WorkerError(f"{self.label}: worker exited with status "
+                              f"{self.proc.returncode} ({self._stderr_tail()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise WorkerError(f"{self.label}: {answer['error']}")
+        return answer
 
-    def epoch(self, X=None, y=None):
-        Xt, yt = (self.X, self.y) if X is None else self._tensors(X, y)
-        torch, model, loss, opt, b = self.torch, self.model, self.loss, self.opt, self.batch_size
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(Xt.shape[0])
-        for start in range(0, Xt.shape[0], b):
-            idx = order[start:start + b]
-            opt.zero_grad(set_to_none=True)
-            loss(model(Xt[idx]), yt[idx]).backward()
-            opt.step()
-        return time.perf_counter() - started
+    def _stderr_tail(self, lines=3):
+        self._err.seek(0)
+        tail = [s for s in self._err.read().splitlines() if s.strip()][-lines:]
+        return " | ".join(tail) or "no message"
 
-    def predict_proba(self, X):
-        torch = self.torch
-        with torch.inference_mode():
-            return torch.softmax(self.model(torch.from_numpy(X)), dim=1).numpy()
+    def ready(self):
+        """Wait for the set-up to finish (imports, threads, data); returns its answer."""
+        if self.hello is None:
+            self.hello = self._receive()
+        return self.hello
 
+    def ask(self, op, **kwargs):
+        self._send({"op": op, **kwargs})
+        return self._receive()
 
-class SklearnContender(_WallClock):
-    """MLPClassifier(solver="sgd", momentum=0, alpha=0, tol=0, shuffle=True), one epoch per
-    ``partial_fit`` (the optimizer state carries over, as in a multi-epoch fit)."""
-
-    def __init__(self, sizes, batch_size, lr, X, y, seed=0):
-        from sklearn.neural_network import MLPClassifier
-
-        self.model = MLPClassifier(
-            hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu", solver="sgd",
-            alpha=0.0, batch_size=batch_size, learning_rate="constant",
-            learning_rate_init=lr, momentum=0.0, nesterovs_momentum=False, max_iter=1,
-            tol=0.0, shuffle=True, random_state=seed, early_stopping=False)
-        self.X, self.y = X, y
-        self.classes = np.arange(sizes[-1])
-
-    def epoch(self, X=None, y=None):
-        X = self.X if X is None else X
-        y = self.y if y is None else y
-        started = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.model.partial_fit(X, y, classes=self.classes)
-        return time.perf_counter() - started
-
-    def predict_proba(self, X):
-        return self.model.predict_proba(X)
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.ask("quit")
+            except (WorkerError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self._err):
+            f.close()
 
 
-def make_contender(name, sizes, batch_size, lr, X, y, seed=0):
-    """A fresh model of contender ``name`` (one of CONTENDERS) ready to train on (X, y)."""
-    if name in ("numba", "numpy"):
-        return FastmlpContender(name, sizes, batch_size, lr, X, y, seed)
-    if name == "torch":
-        return TorchContender(sizes, batch_size, lr, X, y, seed)
-    if name == "sklearn":
-        return SklearnContender(sizes, batch_size, lr, X, y, seed)
-    raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
+def start_workers(specs, data_path, lr, log=None, extra_env=None):
+    """Start one worker per ``(contender, threads)`` in ``specs`` (all at once: their set-up is
+    untimed) and wait until each is ready. Returns ``(workers, failures)``, failures a dict
+    ``{(contender, threads): reason}``."""
+    workers, failures = [], {}
+    for contender, threads in specs:
+        workers.append(Worker(contender, threads, data_path, lr, extra_env=extra_env))
+    alive = []
+    for w in workers:
+        try:
+            w.ready()
+            alive.append(w)
+            if log:
+                log(f"  started {w.label} (pid {w.hello['pid']})")
+        except (WorkerError, ValueError) as e:
+            failures[(w.contender, w.threads)] = str(e)
+            w.close()
+    return alive, failures
+
+
+def rotations(items, rounds):
+    """``rounds`` orders of ``items``, the first one rotating: A B C, B C A, C A B, ..."""
+    items = list(items)
+    for r in range(rounds):
+        k = r % len(items) if items else 0
+        yield items[k:] + items[:k]
 
 
 # --- measurements -----------------------------------------------------------------------------
 
 
-def sgemm_peak(n=2048, repeats=5):
-    """GFLOP/s of numpy's float32 ``n x n`` matmul, the best of ``repeats`` (after one
-    warm-up), with whatever thread limit is in force."""
-    rng = np.random.default_rng(0)
-    A = rng.random((n, n), dtype=np.float32)
-    B = rng.random((n, n), dtype=np.float32)
-    C = np.empty((n, n), dtype=np.float32)
-    np.matmul(A, B, out=C)
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        np.matmul(A, B, out=C)
-        best = min(best, time.perf_counter() - started)
-    return 2.0 * n ** 3 / best / 1e9
+def _row(w, **kw):
+    return {"contender": w.contender, "threads": w.threads, "pid": w.hello["pid"], **kw}
 
 
-def time_epochs(configs, contenders, X, y, rounds, lr, seed=0, log=None):
-    """Per config: warm up every contender, then ``rounds`` rounds of one epoch each, the
-    contenders taking turns (the starting one rotates each round).
+def running(workers, sizes):
+    """The workers whose contender runs the architecture ``sizes`` (:func:`skip_reason`)."""
+    return [w for w in workers if skip_reason(w.contender, sizes) is None]
 
-    Returns ``[{"config", "sizes", "batch_size", "contender", "seconds": [...],
-    "fit_seconds": [...] or None, "missing": reason or None}, ...]``."""
-    results = []
-    warm = min(X.shape[0], WARMUP_SAMPLES)
-    for name, sizes, batch in configs:
-        runners, rows = [], {}
+
+def skipped(configs, contenders, key=lambda name, sizes: name):
+    """``{key(name, sizes): {contender: why}}`` for the configs some contenders skip."""
+    out = {}
+    for name, sizes, _ in configs:
         for c in contenders:
-            row = {"config": name, "sizes": sizes, "batch_size": batch, "contender": c,
-                   "seconds": [], "fit_seconds": None, "missing": missing_reason(c)}
-            rows[c] = row
-            results.append(row)
-            if row["missing"] is None:
-                runner = make_contender(c, sizes, batch, lr, X, y, seed)
-                runner.epoch(X[:warm], y[:warm])  # compile / cache load / allocator warm-up
-                runners.append((c, runner))
-        for r in range(rounds):
-            k = r % len(runners) if runners else 0
-            for c, runner in runners[k:] + runners[:k]:
-                seconds = runner.epoch()
-                rows[c]["seconds"].append(seconds)
+            why = skip_reason(c, sizes)
+            if why:
+                out.setdefault(key(name, sizes), {})[c] = why
+    return out
+
+
+def prepare(workers, configs, log=None):
+    """Build every config's model in every worker that runs it, and run its untimed warm-up
+    epoch."""
+    for name, sizes, batch in configs:
+        for w in running(workers, sizes):
+            w.ask("prepare", config=name, sizes=sizes, batch_size=batch)
+        if log:
+            log(f"  warmed up {name}")
+
+
+def time_epochs(workers, configs, rounds, log=None):
+    """Per config, ``rounds`` rounds of one whole epoch call in every worker that runs it
+    (:func:`running`), in rotation.
+
+    Returns ``[{"config", "sizes", "batch_size", "contender", "threads", "pid",
+    "seconds": [...]}, ...]``."""
+    results = []
+    for name, sizes, batch in configs:
+        chosen = running(workers, sizes)
+        rows = {id(w): _row(w, config=name, sizes=sizes, batch_size=batch, seconds=[])
+                for w in chosen}
+        results += rows.values()
+        for r, order in enumerate(rotations(chosen, rounds)):
+            for w in order:
+                seconds = w.ask("epoch", config=name)["seconds"]
+                rows[id(w)]["seconds"].append(seconds)
                 if log:
-                    log(f"  {name:<22} round {r + 1}/{rounds}  {LABELS[c]:<20} "
-                        f"{seconds:8.3f} s")
-        for c, runner in runners:
-            if isinstance(runner, FastmlpContender):
-                rows[c]["fit_seconds"] = runner.fit_seconds[1:]  # not the warm-up
+                    log(f"  {name:<20} round {r + 1}/{rounds}  {w.label:<24} {seconds:8.3f} s")
     return results
 
 
-def time_predict(sizes, contenders, X_train, y_train, X_test, calls, lr, seed=0):
-    """Single-sample ``predict_proba`` latency (median of ``calls`` calls) and the throughput
-    of one call on all of ``X_test``, for models trained one short epoch."""
-    out = []
-    warm = min(X_train.shape[0], WARMUP_SAMPLES)
-    x1 = np.ascontiguousarray(X_test[:1])
-    for c in contenders:
-        row = {"config": "-".join(map(str, sizes)), "contender": c,
-               "missing": missing_reason(c), "latency": None, "batch_seconds": None,
-               "batch_rows": int(X_test.shape[0])}
-        out.append(row)
-        if row["missing"]:
+def time_predict(workers, configs, rounds, calls, rows, log=None):
+    """Per architecture (its first config's model, trained by the epochs): in every round
+    and worker that runs it, one ``predict_proba`` of ``rows`` test rows and ``calls`` of
+    one row.
+
+    Returns rows with ``batch_seconds`` (one per round), ``latencies`` (every call) and their
+    medians ``batch_median`` and ``latency``."""
+    results, seen = [], set()
+    for name, sizes, _ in configs:
+        arch = arch_name(sizes)
+        if arch in seen:
             continue
-        model = make_contender(c, sizes, 64, lr, X_train[:warm], y_train[:warm], seed)
-        model.epoch()
-        model.predict_proba(x1)
-        model.predict_proba(X_test)
-        lat = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            model.predict_proba(x1)
-            lat.append(time.perf_counter() - started)
-        row["latency"] = statistics.median(lat)
-        full = []
-        for _ in range(3):
-            started = time.perf_counter()
-            model.predict_proba(X_test)
-            full.append(time.perf_counter() - started)
-        row["batch_seconds"] = statistics.median(full)
-    return out
+        seen.add(arch)
+        chosen = running(workers, sizes)
+        out = {id(w): _row(w, config=arch, model=name, batch_rows=rows, batch_seconds=[],
+                           latencies=[]) for w in chosen}
+        results += out.values()
+        for order in rotations(chosen, rounds):
+            for w in order:
+                out[id(w)]["batch_seconds"] += w.ask("predict", config=name,
+                                                     rows=rows)["seconds"]
+                out[id(w)]["latencies"] += w.ask("predict", config=name, rows=1,
+                                                 calls=calls)["seconds"]
+        for row in out.values():
+            row["batch_median"] = statistics.median(row["batch_seconds"])
+            row["latency"] = statistics.median(row["latencies"])
+        if log:
+            log(f"  predict {arch} done")
+    return results
+
+
+def sklearn_fit_params(epochs):
+    """The drop-in comparison's parameters, identical for both MLPClassifiers: a plain
+    scikit-learn setup, run for exactly ``epochs`` epochs (no early stop)."""
+    return dict(hidden_layer_sizes=(100,), activation="relu", solver="adam", alpha=1e-4,
+                batch_size=200, learning_rate_init=1e-3, max_iter=epochs, shuffle=True,
+                random_state=0, n_iter_no_change=epochs)
+
+
+def time_sklearn_fit(workers, epochs, rounds):
+    """``MLPClassifier(**params).fit(X, y)``: fastmlp.sklearn's in the numba workers,
+    scikit-learn's in the sklearn workers, taking turns."""
+    params = sklearn_fit_params(epochs)
+    chosen = [w for w in workers if w.contender in ("numba", "sklearn")]
+    out = {id(w): _row(w, estimator="fastmlp.sklearn" if w.contender == "numba"
+                       else "scikit-learn", seconds=[], accuracy=None) for w in chosen}
+    for order in rotations(chosen, rounds):
+        for w in order:
+            answer = w.ask("sklearn_fit", params=params)
+            out[id(w)]["seconds"].append(answer["seconds"])
+            out[id(w)]["accuracy"] = answer["accuracy"]
+    return list(out.values())
 
 
 STARTUP_SCRIPT = """\
@@ -383,8 +490,7 @@ def time_startup(threads, cold=False, repeats=3):
     gets an empty ``NUMBA_CACHE_DIR``, so every kernel is compiled. Returns
     ``{"total": s, "import": s, "first_fit": s}`` (medians) or ``{"error": text}``."""
     script = STARTUP_SCRIPT.format(threads=threads)
-    env = dict(os.environ)
-    env["NUMBA_NUM_THREADS"] = env.get("NUMBA_NUM_THREADS", str(max(threads, 1)))
+    env = worker_env()
 
     def once(extra_env):
         started = time.perf_counter()
@@ -412,37 +518,7 @@ def time_startup(threads, cold=False, repeats=3):
     return {"total": total, "import": imp, "first_fit": fit, "runs": len(runs)}
 
 
-# --- report -----------------------------------------------------------------------------------
-
-
-def sklearn_fit_params(epochs):
-    """The drop-in comparison's parameters, identical for both MLPClassifiers: a plain
-    scikit-learn setup, run for exactly ``epochs`` epochs (no early stop)."""
-    return dict(hidden_layer_sizes=(100,), activation="relu", solver="adam", alpha=1e-4,
-                batch_size=200, learning_rate_init=1e-3, max_iter=epochs, shuffle=True,
-                random_state=0, n_iter_no_change=epochs)
-
-
-def time_sklearn_fit(X, y, X_test, y_test, epochs, rounds):
-    """fit() of fastmlp.sklearn.MLPClassifier and of scikit-learn's, taking turns."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier as SkMLPClassifier
-
-    from .sklearn import MLPClassifier
-
-    params = sklearn_fit_params(epochs)
-    makers = {"fastmlp.sklearn": MLPClassifier, "scikit-learn": SkMLPClassifier}
-    results = {name: {"seconds": [], "accuracy": None} for name in makers}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        MLPClassifier(**{**params, "max_iter": 1}).fit(X[:2000], y[:2000])  # numba cache
-        for _ in range(rounds):
-            for name, make in makers.items():
-                started = time.perf_counter()
-                model = make(**params).fit(X, y)
-                results[name]["seconds"].append(time.perf_counter() - started)
-                results[name]["accuracy"] = float(model.score(X_test, y_test))
-    return results
+# --- summaries and tables ---------------------------------------------------------------------
 
 
 def format_table(headers, rows, align=None):
@@ -471,68 +547,159 @@ def _fmt_seconds(s):
     return f"{s:.3f} s"
 
 
+def best_rows(rows, key, group="config"):
+    """``{(group value, contender): the row with the smallest rows[key]}``."""
+    best = {}
+    for r in rows:
+        if r.get(key) is None:
+            continue
+        k = (r[group], r["contender"])
+        if k not in best or r[key] < best[k][key]:
+            best[k] = r
+    return best
+
+
+def compare(rows, key, group="config"):
+    """Per ``group`` value: fastmlp's best row against each contender's best row.
+
+    Returns ``{group value: {"fastmlp": {"threads", key}, contender: {"threads", key,
+    "fastmlp_speedup": their best / fastmlp's best}}}`` (> 1: fastmlp is faster). Every
+    row also gets ``fastmlp_speedup`` = its value / fastmlp's best, and ``best`` (bool)."""
+    best = best_rows(rows, key, group)
+    out = {}
+    for (g, c), r in best.items():
+        out.setdefault(g, {})[c] = {"threads": r["threads"], key: r[key]}
+    for r in rows:
+        r["best"] = best.get((r[group], r["contender"])) is r
+        ours = best.get((r[group], FASTMLP))
+        if ours is not None and r.get(key):
+            r["fastmlp_speedup"] = r[key] / ours[key]
+    for g, per in out.items():
+        if FASTMLP in per:
+            for c, entry in per.items():
+                entry["fastmlp_speedup"] = entry[key] / per[FASTMLP][key]
+    return out
+
+
 def summarize_epochs(results, n_samples, peak=None):
-    """Add median/min/max, samples/s, ratio to torch and GFLOP/s to every epoch row."""
-    by_config = {}
+    """Add median/min/max, samples/s and GFLOP/s to every epoch row; returns the comparison
+    of best thread counts (:func:`compare`)."""
     for row in results:
-        by_config.setdefault(row["config"], {})[row["contender"]] = row
-    for row in results:
-        if row["missing"] or not row["seconds"]:
+        if not row.get("seconds"):
             continue
         med = statistics.median(row["seconds"])
         row["median"], row["min"], row["max"] = med, min(row["seconds"]), max(row["seconds"])
         row["samples_per_s"] = n_samples / med
         row["gflops"] = epoch_flops(row["sizes"], n_samples) / med / 1e9
-        if peak:
-            row["fraction_of_sgemm_peak"] = row["gflops"] / peak
-        torch_row = by_config[row["config"]].get("torch")
-        if torch_row and not torch_row["missing"] and torch_row["seconds"]:
-            row["vs_torch"] = statistics.median(torch_row["seconds"]) / med
-    return results
+        row["gflop_per_epoch"] = epoch_flops(row["sizes"], n_samples) / 1e9
+        if peak and row["threads"] in peak:
+            row["fraction_of_sgemm"] = row["gflops"] / peak[row["threads"]]
+    return compare(results, "median")
 
 
-def epoch_table(results):
-    rows = []
+def _speedup(r):
+    s = r.get("fastmlp_speedup")
+    return "-" if s is None else f"{s:.2f}x"
+
+
+def _with_skipped(results, skip, make_row, width):
+    """``make_row(r)`` for every result, and after each config's rows one row per contender
+    that skipped it (``skip``: ``{config: {contender: why}}``)."""
+    rows, done = [], set()
+
+    def flush(config):
+        if config is not None and config not in done:
+            done.add(config)
+            # The reason is long: the row says "skipped", skip_notes() says why.
+            rows.extend([LABELS[c], "", config, "skipped"] + [""] * (width - 4)
+                        for c in (skip or {}).get(config, {}))
+
+    last = None
     for r in results:
-        if r["missing"]:
-            rows.append([LABELS[r["contender"]], r["config"], r["missing"], "", "", "", ""])
-            continue
-        if not r["seconds"]:
-            continue
-        vs = r.get("vs_torch")
-        rows.append([LABELS[r["contender"]], r["config"], f"{r['median']:.3f}",
-                     f"{r['min']:.3f}–{r['max']:.3f}", f"{r['samples_per_s']:,.0f}",
-                     "-" if vs is None else f"{vs:.2f}x", f"{r['gflops']:.1f}"])
-    return format_table(["contender", "config", "s/epoch (median)", "min–max", "samples/s",
-                         "vs torch", "GFLOP/s"], rows, "llrrrrr")
+        if r["config"] != last:
+            flush(last)
+            last = r["config"]
+        row = make_row(r)
+        if row is not None:
+            rows.append(row)
+    flush(last)
+    for config in skip or {}:
+        flush(config)
+    return rows
 
 
-def predict_table(results):
+def skip_notes(skip):
+    """One line per contender that skipped configs: which, and why."""
+    by = {}
+    for config, per in (skip or {}).items():
+        for c, why in per.items():
+            by.setdefault((c, why), []).append(config)
+    return "\n".join(f"{LABELS[c]}: {why} ({', '.join(configs)})"
+                     for (c, why), configs in by.items())
+
+
+def epoch_table(results, missing, skip=None):
+    def make_row(r):
+        if not r.get("seconds"):
+            return None
+        return [LABELS[r["contender"]], f"{r['threads']}{' *' if r['best'] else ''}",
+                r["config"], f"{r['median']:.3f}", f"{r['min']:.3f}–{r['max']:.3f}",
+                f"{r['samples_per_s']:,.0f}", f"{r['gflops']:.1f}", _speedup(r)]
+
+    rows = _with_skipped(results, skip, make_row, 8)
+    rows += [[LABELS[c], "", "", why, "", "", "", ""] for c, why in missing.items()]
+    return format_table(["contender", "threads", "config", "s/epoch (median)", "min–max",
+                         "samples/s", "GFLOP/s", "fastmlp best is"], rows, "lrlrrrrr")
+
+
+def ratio_table(comparison, contenders, what, skip=None):
+    """One line per config: fastmlp's best, then each peer's best and fastmlp's speed-up
+    ("skipped" where the peer does not run that config: ``skip``, as for epoch_table)."""
+    skip = skip or {}
+    peers = [c for c in contenders if c != FASTMLP]
     rows = []
-    for r in results:
-        if r["missing"]:
-            rows.append([LABELS[r["contender"]], r["config"], r["missing"], "", ""])
+    for g, per in comparison.items():
+        ours = per.get(FASTMLP)
+        if ours is None:
             continue
-        rows.append([LABELS[r["contender"]], r["config"], _fmt_seconds(r["latency"]),
-                     _fmt_seconds(r["batch_seconds"]),
-                     f"{r['batch_rows'] / r['batch_seconds']:,.0f}"])
-    n = results[0]["batch_rows"] if results else 0
-    return format_table(["contender", "net", "1-sample latency (median)",
-                         f"{n:,} rows", "samples/s"], rows, "llrrr")
+        line = [g, f"{_fmt_seconds(ours[what])} (t{ours['threads']})"]
+        for c in peers:
+            p = per.get(c)
+            line.append(("skipped" if c in skip.get(g, {}) else "-") if p is None else
+                        f"{p['fastmlp_speedup']:.2f}x (t{p['threads']})")
+        rows.append(line)
+    return format_table(["config", "fastmlp best"] + [f"vs {LABELS[c]} best" for c in peers],
+                        rows, "l" + "r" * (1 + len(peers)))
 
 
-def _versions():
-    import numba
+def predict_table(results, missing, skip=None):
+    def make_row(r):
+        return [LABELS[r["contender"]], str(r["threads"]), r["config"],
+                _fmt_seconds(r["latency"]), _speedup_of(r, "latency"),
+                _fmt_seconds(r["batch_median"]), f"{r['batch_rows'] / r['batch_median']:,.0f}",
+                _speedup_of(r, "batch_median")]
 
-    v = {"python": platform.python_version(), "numpy": np.__version__,
-         "numba": numba.__version__}
-    from . import __version__
+    rows = _with_skipped(results, skip, make_row, 8)
+    rows += [[LABELS[c], "", "", why, "", "", "", ""] for c, why in missing.items()]
+    n = results[0]["batch_rows"] if results else PREDICT_ROWS
+    return format_table(["contender", "threads", "net", "1 row (median)", "fastmlp best is",
+                         f"{n:,} rows", "samples/s", "fastmlp best is"], rows, "lrlrrrrr")
 
-    v["fastmlp"] = __version__
-    for mod in ("torch", "sklearn"):
-        if _have(mod):
-            v[mod] = __import__(mod).__version__
-    return v
+
+def _speedup_of(r, key):
+    s = r.get("speedup_" + key)
+    return "-" if s is None else f"{s:.2f}x"
+
+
+def summarize_predict(results):
+    """Comparisons of best thread counts for the 1-row latency and the batch time."""
+    out = {}
+    for key in ("latency", "batch_median"):
+        out[key] = compare(results, key)
+        for r in results:
+            r["speedup_" + key] = r.pop("fastmlp_speedup", None)
+            r["best_" + key] = r.pop("best")
+    return out
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -553,13 +720,22 @@ def synthetic_mnist(n_train, n_test, seed=0):
 
 def load_data(args):
     if args.synthetic:
-        return synthetic_mnist(args.samples or 60000, 10000)
+        return synthetic_mnist(args.samples or 60000, PREDICT_ROWS)
     from .datasets import load_mnist
 
     X, y, X_test, y_test = load_mnist(args.data_dir, progress=False)
     if args.samples:
         X, y = X[:args.samples], y[:args.samples]
     return X, y, X_test, y_test
+
+
+def write_data(folder, X, y, X_test, y_test):
+    """The workers' common data, one .npz (uncompressed: loads at disk speed)."""
+    path = os.path.join(folder, "data.npz")
+    np.savez(path, X=np.ascontiguousarray(X, np.float32), y=np.asarray(y, np.int64),
+             X_test=np.ascontiguousarray(X_test, np.float32),
+             y_test=np.asarray(y_test, np.int64))
+    return path
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -572,20 +748,25 @@ _positive_float = _number(low=0, low_open=True)
 def build_parser(prog="fastmlp bench"):
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Time one MNIST training epoch: fastmlp (numba and numpy backends) "
-                    "against PyTorch CPU and scikit-learn, contenders alternating round by "
-                    "round in one process; plus prediction latency/throughput and start-up "
-                    "time.")
+        description="Time one MNIST training epoch and predict_proba: fastmlp (numba and "
+                    "numpy backends) against PyTorch CPU and scikit-learn, each library in "
+                    "its own process at each thread count, timing the whole call a user "
+                    "makes, contenders alternating round by round; plus start-up time.")
     p.add_argument("--configs", default=None,
                    help="comma-separated configs 'SIZES bBATCH' (or SIZES:BATCH), e.g. "
-                        "'784-128-10 b64,784-512-256-10:128' (default: "
+                        "'784-128-10 b64,784-512-256-10:128,cnn b128'; 'cnn' is the CNN "
+                        "conv16k5p2-pool2-conv32k5p2-pool2-128-10 on 1x28x28 images, other "
+                        "CNNs put --layers tokens between the sizes, e.g. "
+                        "'784-conv8k3-pool2-64-10 b128' (default: "
                         + ", ".join(CONFIGS) + ")")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
                    help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all)")
     p.add_argument("--rounds", type=_positive_int, default=None,
-                   help="timed epochs per contender and config (default 5; 3 with --quick)")
-    p.add_argument("--threads", type=_positive_int, default=2,
-                   help="threads for every library (default 2)")
+                   help="timed epochs per contender, thread count and config (default 5; 3 "
+                        "with --quick)")
+    p.add_argument("--threads", default="1,N",
+                   help="comma-separated thread counts, each contender runs at each; N = "
+                        f"the CPUs here, {os.cpu_count()} (default 1,N)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding mnist/ (default: $FASTMLP_DATA, else the user cache)")
     p.add_argument("--samples", type=_positive_int, default=None,
@@ -618,6 +799,7 @@ def main(argv=None, prog="fastmlp bench"):
         names = _split_list(args.configs) if args.configs is not None else (
             QUICK_CONFIGS if args.quick else list(CONFIGS))
         configs = [parse_config(c) for c in names]
+        threads = parse_threads(args.threads)
     except ValueError as e:
         parser.error(str(e))
     if not configs:
@@ -628,11 +810,6 @@ def main(argv=None, prog="fastmlp bench"):
         parser.error(f"--contenders: unknown {', '.join(bad) or '(empty)'}; choose from "
                      f"{', '.join(CONTENDERS)}")
     contenders = list(dict.fromkeys(contenders))
-    import numba
-
-    if args.threads > numba.config.NUMBA_NUM_THREADS:
-        parser.error(f"--threads {args.threads}: numba has {numba.config.NUMBA_NUM_THREADS} "
-                     "threads at most here (set NUMBA_NUM_THREADS to raise it)")
     rounds = args.rounds or (3 if args.quick else 5)
     if args.quick and args.samples is None:
         args.samples = QUICK_SAMPLES
@@ -643,81 +820,53 @@ def main(argv=None, prog="fastmlp bench"):
         print(f"fastmlp bench: cannot load MNIST: {e}\n(use --data-dir, FASTMLP_DATA or "
               "--synthetic)", file=sys.stderr)
         return 1
-    if args.quick:
-        X_test, y_test = X_test[:2000], y_test[:2000]
+    X_test, y_test = X_test[:PREDICT_ROWS], y_test[:PREDICT_ROWS]
     n = X.shape[0]
 
     def log(line):
         print(line, file=sys.stderr, flush=True)
 
-    report = {"versions": _versions(), "threads": args.threads, "samples": n,
+    cpu = cpu_info()
+    report = {"cpu": cpu, "parent_pid": os.getpid(), "threads": threads, "samples": n,
               "rounds": rounds, "learning_rate": args.learning_rate,
               "data": "synthetic" if args.synthetic else "mnist",
-              "cpu_count": os.cpu_count(), "machine": platform.machine()}
+              "machine": platform.machine(), "command": [prog] + list(argv or sys.argv[1:]),
+              "worker_env_removed": [k for k in THREAD_ENV if k in os.environ]}
+    missing = {c: missing_reason(c) for c in contenders if missing_reason(c)}
+    runnable = [c for c in contenders if c not in missing]
     print(f"fastmlp bench: {n:,} training samples ({report['data']}), {rounds} round(s), "
-          f"{args.threads} thread(s), learning rate {args.learning_rate}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+          f"threads {','.join(map(str, threads))}, learning rate {args.learning_rate}")
+    print(cpu_line(cpu))
 
-    with limit_threads(args.threads, contenders) as applied:
-        report["thread_limits"] = applied
-        if not args.quick:
-            report["sgemm_gflops"] = sgemm_peak()
-        log("epochs:")
-        epochs = time_epochs(configs, contenders, X, y, rounds, args.learning_rate, log=log)
-        summarize_epochs(epochs, n, report.get("sgemm_gflops"))
-        report["epochs"] = epochs
-        print()
-        print("One training epoch (seconds over rounds; vs torch = torch time / this time, "
-              ">1 is faster than torch)")
-        print(epoch_table(epochs))
-        if "sgemm_gflops" in report:
-            print(f"reference: numpy float32 2048x2048 matmul, {args.threads} thread(s): "
-                  f"{report['sgemm_gflops']:.1f} GFLOP/s")
-        print("GFLOP/s counts dense forward+backward products: "
-              "2n(Σ in·out) + 2n(Σ in·out) + 2n(Σ_{l>0} in·out)")
-        fit_rows = [r for r in epochs if r.get("fit_seconds")]
-        if fit_rows:
-            print("fastmlp whole fit(epochs=1) call, median (adds input checks, CSR copy, "
-                  "workspaces): " + ", ".join(
-                      f"{LABELS[r['contender']]} {r['config']} "
-                      f"{statistics.median(r['fit_seconds']):.3f} s" for r in fit_rows))
+    with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as tmp:
+        data_path = write_data(tmp, X, y, X_test, y_test)
+        del X, y, X_test, y_test  # the workers hold the data now
+        log("starting workers:")
+        specs = [(c, t) for c in runnable for t in threads]
+        workers, failed = start_workers(specs, data_path, args.learning_rate, log)
+        try:
+            for (c, t), why in failed.items():
+                missing[c] = f"failed: {why}"
+                print(f"{LABELS[c]} with {t} thread(s) failed to start: {why}",
+                      file=sys.stderr)
+            # A contender that failed at one thread count is left out at all of them.
+            for w in [w for w in workers if w.contender in missing]:
+                w.close()
+            workers = [w for w in workers if w.contender not in missing]
+            _run(args, report, workers, configs, rounds, contenders, missing, n, log)
+        finally:
+            for w in workers:
+                w.close()
 
-        if not args.no_predict:
-            log("predict:")
-            archs = list(dict.fromkeys(tuple(s) for _, s, _ in configs))
-            calls = 200 if args.quick else 2000
-            report["predict"] = []
-            for sizes in archs:
-                report["predict"] += time_predict(list(sizes), contenders, X, y, X_test,
-                                                  calls, args.learning_rate)
-            print()
-            print(f"predict_proba (1-sample latency: median of {calls} calls)")
-            print(predict_table(report["predict"]))
-
-        if not args.no_sklearn_fit and "sklearn" in contenders and not missing_reason("sklearn"):
-            epochs_fit = args.sklearn_epochs or (2 if args.quick else 10)
-            log(f"MLPClassifier.fit ({epochs_fit} epochs):")
-            fits = time_sklearn_fit(X, y, X_test, y_test, epochs_fit, 1 if args.quick else 2)
-            report["sklearn_fit"] = {"epochs": epochs_fit, "params": sklearn_fit_params(
-                epochs_fit), "results": fits}
-            theirs = min(fits["scikit-learn"]["seconds"])
-            print()
-            print(f"MLPClassifier.fit, identical parameters ({epochs_fit} epochs, hidden (100,), "
-                  "adam, batch 200), best of the rounds")
-            print(format_table(
-                ["estimator", "fit seconds", "test accuracy", "speed-up"],
-                [[name, f"{min(r['seconds']):.2f}", f"{100 * r['accuracy']:.2f} %",
-                  f"{theirs / min(r['seconds']):.2f}x"] for name, r in fits.items()],
-                "lrrr"))
-
-    if not args.no_startup and "numba" in contenders:
+    if not args.no_startup and FASTMLP in contenders and FASTMLP not in missing:
         log("start-up:")
-        report["startup_warm"] = time_startup(args.threads, repeats=1 if args.quick else 3)
+        report["startup_warm"] = time_startup(max(threads), repeats=1 if args.quick else 3)
         if args.cold:
-            report["startup_cold"] = time_startup(args.threads, cold=True,
+            report["startup_cold"] = time_startup(max(threads), cold=True,
                                                   repeats=1 if args.quick else 2)
         print()
-        print("start-up: fresh `python -c` → import fastmlp, fit 512 samples, predict 1")
+        print(f"start-up: fresh `python -c` → import fastmlp, fit 512 samples, predict 1 "
+              f"({max(threads)} thread(s))")
         rows = []
         for key, label in (("startup_warm", "warm (numba cache hot)"),
                            ("startup_cold", "cold (empty NUMBA_CACHE_DIR)")):
@@ -732,11 +881,104 @@ def main(argv=None, prog="fastmlp bench"):
         print(format_table(["start", "process wall", "import numpy+fastmlp",
                             "first fit+predict"], rows, "lrrr"))
 
+    report["missing"] = missing
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, default=str)
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _run(args, report, workers, configs, rounds, contenders, missing, n, log):
+    """The timed part of :func:`main`, with every worker started."""
+    report["workers"] = []
+    for w in workers:
+        info = w.ask("info")
+        report["workers"].append({"contender": w.contender, "threads": w.threads,
+                                  "pid": info["pid"], "thread_state": info["threads"],
+                                  "modules": info["modules"], "env": info["env"],
+                                  "versions": w.hello["versions"]})
+    versions = {}
+    for entry in report["workers"]:
+        versions.update(entry["versions"])
+    report["versions"] = versions
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    layers = {e["thread_state"].get("numba_threading_layer") for e in report["workers"]} - {None}
+    if layers:
+        print(f"numba threading layer: {', '.join(sorted(layers))}")
+
+    if not args.quick:
+        report["sgemm_gflops"] = {}
+        for w in workers:
+            if w.contender == "numpy":
+                report["sgemm_gflops"][w.threads] = w.ask("sgemm")["gflops"]
+    skip = skipped(configs, [c for c in contenders if c not in missing])
+    skip_arch = skipped(configs, [c for c in contenders if c not in missing],
+                        key=lambda name, sizes: arch_name(sizes))
+    report["skipped"] = skip
+    log("warm-up:")
+    prepare(workers, configs, log)
+    log("epochs:")
+    epochs = time_epochs(workers, configs, rounds, log=log)
+    report["epoch_comparison"] = summarize_epochs(epochs, n, report.get("sgemm_gflops"))
+    report["epochs"] = epochs
+    print()
+    print("One training epoch: the whole fit(epochs=1) / train-one-epoch / partial_fit call, "
+          "each library in its own process (* = that contender's best thread count; "
+          "fastmlp best is = this time / fastmlp's best time, > 1: fastmlp is faster)")
+    print(epoch_table(epochs, missing, skip))
+    if skip:
+        print(skip_notes(skip))
+    print()
+    print("fastmlp (numba) at its best thread count against each contender at its best:")
+    print(ratio_table(report["epoch_comparison"], contenders, "median", skip))
+    if report.get("sgemm_gflops"):
+        print("reference: numpy float32 2048x2048 matmul: " + ", ".join(
+            f"{g:.1f} GFLOP/s at {t} thread(s)" for t, g in report["sgemm_gflops"].items()))
+    print("GFLOP/s counts forward+backward products: 2n(Σ M) + 2n(Σ M) + 2n(Σ_{l>0} M), "
+          "M = in·out (dense) or F·C·kh·kw·OH·OW (conv) per image")
+    if any(is_cnn(sizes) for _, sizes, _ in configs):
+        print(f"{CNN_NAME}: a {'x'.join(map(str, IMAGE))} image, "
+              + "-".join(map(str, CNN_SIZES[1:])) + " (Conv2D(16, 5, padding=2), "
+              "MaxPool2D(2), Conv2D(32, 5, padding=2), MaxPool2D(2), 128, 10; PyTorch: the "
+              "same layers, ReLU after each conv and hidden dense layer)")
+
+    if not args.no_predict:
+        log("predict:")
+        calls = 50 if args.quick else 400
+        predict = time_predict(workers, configs, rounds, calls, PREDICT_ROWS, log)
+        report["predict_comparison"] = summarize_predict(predict)
+        report["predict"] = predict
+        rows = predict[0]["batch_rows"] if predict else PREDICT_ROWS
+        print()
+        print(f"predict_proba, the whole call from numpy to numpy: 1 row (median of "
+              f"{calls} calls x {rounds} rounds) and {rows:,} rows (median of {rounds})")
+        print(predict_table(predict, missing, skip_arch))
+        for key, what in (("latency", "1 row"), ("batch_median", f"{rows:,} rows")):
+            print()
+            print(f"predict_proba {what}: fastmlp (numba) best against each contender's best:")
+            print(ratio_table(report["predict_comparison"][key], contenders, key, skip_arch))
+
+    skl = [w for w in workers if w.contender == "sklearn"]
+    if not args.no_sklearn_fit and skl:
+        epochs_fit = args.sklearn_epochs or (2 if args.quick else 10)
+        log(f"MLPClassifier.fit ({epochs_fit} epochs):")
+        fits = time_sklearn_fit(workers, epochs_fit, 1 if args.quick else 2)
+        for r in fits:
+            r["best_seconds"] = min(r["seconds"])
+        theirs = min((r["best_seconds"] for r in fits if r["estimator"] == "scikit-learn"))
+        report["sklearn_fit"] = {"epochs": epochs_fit, "params": sklearn_fit_params(
+            epochs_fit), "results": fits}
+        print()
+        print(f"MLPClassifier.fit, identical parameters ({epochs_fit} epochs, hidden (100,), "
+              "adam, batch 200), best of the rounds, each in its own process")
+        print(format_table(
+            ["estimator", "threads", "fit seconds", "test accuracy",
+             "vs scikit-learn best"],
+            [[r["estimator"], str(r["threads"]), f"{r['best_seconds']:.2f}",
+              f"{100 * r['accuracy']:.2f} %", f"{theirs / r['best_seconds']:.2f}x"]
+             for r in fits], "lrrrr"))
 
 
 if __name__ == "__main__":

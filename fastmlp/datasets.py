@@ -27,6 +27,7 @@ import http.client
 import os
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -112,6 +113,10 @@ SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 
 #: Seconds without progress before a download attempt gives up and tries the next mirror.
 TIMEOUT = 30.0
+#: Seconds one file's download may take in all, however steadily it trickles.
+DOWNLOAD_DEADLINE = 600.0
+#: gzip cannot expand data more than ~1032 times; an IDX header claiming more is a lie.
+_GZIP_MAX_RATIO = 1100
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -131,28 +136,52 @@ _IDX_DTYPES = {
 # ----------------------------------------------------------------------------------------- IDX
 
 
-def _read_maybe_gzip(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
+def _read_maybe_gzip(path: Path, max_bytes=None) -> bytes:
+    """The file's content, decompressed if gzipped. The IDX header is read first and at most
+    the size it announces plus one byte is decompressed, so a small gzip that inflates to
+    gigabytes (or a header claiming an absurd size) is refused without using the memory."""
+    with open(path, "rb") as f:
+        gz = f.read(2) == _GZIP_MAGIC
+    size = path.stat().st_size
     try:
-        return gzip.decompress(raw)
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] or head[1] or head[2] not in _IDX_DTYPES or not head[3]:
+                return head + f.read(1 << 16)  # not IDX: read_idx says why from the start
+            dims = f.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                return head + dims
+            count = 1
+            for d in np.frombuffer(dims, dtype=">u4"):
+                count *= int(d)
+            expected = count * _IDX_DTYPES[head[2]].itemsize
+            limit = _GZIP_MAX_RATIO * size if gz else size
+            if max_bytes is not None:
+                limit = min(limit, max_bytes)
+            if expected > limit:
+                raise ValueError(
+                    f"{path}: IDX header claims {expected:,} bytes of data (dimensions "
+                    f"{tuple(int(d) for d in np.frombuffer(dims, dtype='>u4'))}), more than "
+                    f"this {'gzip ' if gz else ''}file can hold or than expected"
+                    + (f" ({max_bytes:,} bytes)" if max_bytes is not None else ""))
+            return head + dims + f.read(expected + 1)  # one more byte shows trailing data
     except EOFError as e:
         raise ValueError(f"{path}: truncated gzip data ({e})") from None
-    except (OSError, zlib.error) as e:
+    except (gzip.BadGzipFile, zlib.error) as e:
         raise ValueError(f"{path}: corrupt gzip data ({e})") from None
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path, max_bytes=None) -> np.ndarray:
     """Read an IDX file (gzipped or raw; detected from its content) into a numpy array.
 
     Validates the magic number (two zero bytes, a known type code, 1 or more dimensions), the
     header length, and that the payload is exactly ``prod(dims) * itemsize`` bytes. Anything
     else raises ``ValueError`` naming the file and what is wrong. The result is writable and in
-    native byte order, with shape ``dims``.
+    native byte order, with shape ``dims``. ``max_bytes`` bounds the payload the header may
+    announce (checked before it is read or decompressed).
     """
     path = Path(path)
-    data = _read_maybe_gzip(path)
+    data = _read_maybe_gzip(path, max_bytes)
     if len(data) < 4:
         raise ValueError(f"{path}: not an IDX file: {len(data)} bytes, shorter than the 4-byte magic number")
     if data[0] != 0 or data[1] != 0:
@@ -345,10 +374,17 @@ def _fetch(url, folder: Path, final_name, check, timeout, progress) -> Path:
             total = int(length) if length and length.isdigit() else None
             bar = _Progress(url, total, progress)
             received = 0
-            while chunk := resp.read(_CHUNK):
+            started = time.monotonic()
+            # read1: return what has arrived, so the deadline is checked even while a
+            # server trickles bytes slower than the per-read timeout
+            read = getattr(resp, "read1", resp.read)
+            while chunk := read(_CHUNK):
                 out.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
+                if time.monotonic() - started > DOWNLOAD_DEADLINE:
+                    raise _DownloadError(f"too slow: {received} bytes in "
+                                         f"{DOWNLOAD_DEADLINE:g} s (the deadline)")
             if total is not None and received != total:
                 raise _DownloadError(f"connection closed after {received} of {total} bytes")
             if received == 0:
@@ -418,7 +454,35 @@ def _download_idx(dataset, folder: Path, names, mirrors, timeout, progress):
     title = _TITLES[dataset]
     mirrors = list(MIRRORS[dataset] if mirrors is None else mirrors)
     remaining = list(names)
+    created = _missing_ancestors(folder)
     _prepare_folder(folder, title, remaining, [])
+    try:
+        return _download_each(dataset, folder, names, mirrors, timeout, progress, remaining)
+    except BaseException:
+        _remove_if_empty(created)  # a failed download leaves no empty folders behind
+        raise
+
+
+def _missing_ancestors(folder: Path):
+    """``folder`` and its parents that do not exist yet, deepest first."""
+    out = []
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        out.append(p)
+    return out
+
+
+def _remove_if_empty(folders):
+    for p in folders:
+        try:
+            p.rmdir()  # only succeeds when empty
+        except OSError:
+            break
+
+
+def _download_each(dataset, folder, names, mirrors, timeout, progress, remaining):
+    title = _TITLES[dataset]
     paths = {}
     for name in names:
         tried = []
@@ -460,6 +524,14 @@ def _load_idx_dataset(dataset, data_dir, download, verify, mirrors, timeout, pro
         for name, path in paths.items():
             if path is not None:
                 _verify_md5(dataset, name, path)
+    if missing and any(_find_file([root], name) for name in IDX_FILES):
+        # FASTMLP_DATA=/data/mnist instead of /data: the files are in root itself
+        source = "FASTMLP_DATA" if data_dir in (None, "") and os.environ.get("FASTMLP_DATA") \
+            else "the data folder"
+        raise DatasetNotFoundError(
+            f"{_TITLES[dataset]}: {source} {root} holds IDX files itself, but they are looked "
+            f"for in {folder}; point {source} at the parent folder ({root.parent}), which "
+            f"holds {root.name}/")
     if missing:
         if not download:
             extra = "Or pass download=True to fetch them."
@@ -473,7 +545,10 @@ def _load_idx_dataset(dataset, data_dir, download, verify, mirrors, timeout, pro
     out = []
     for split, n in (("train", n_train), ("t10k", n_test)):
         img_path, lab_path = paths[f"{split}-images-idx3-ubyte"], paths[f"{split}-labels-idx1-ubyte"]
-        images, labels = read_idx(img_path), read_idx(lab_path)
+        # bounds for the headers (8: the widest IDX type), so the dtype/shape checks below
+        # word the error, and a lying header is refused before decompression
+        images = read_idx(img_path, max_bytes=8 * n * IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+        labels = read_idx(lab_path, max_bytes=8 * n)
         if images.dtype != np.uint8 or images.shape != (n, *IMAGE_SHAPE):
             raise ValueError(
                 f"{img_path}: expected {n} uint8 images of {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} "

@@ -11,6 +11,7 @@ numpy only; :func:`load_image` needs Pillow (``pip install fastmlp[images]``).
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -20,6 +21,7 @@ SIZE = 28  #: side of the output image
 BOX = 20  #: the longer side of the digit's bounding box after scaling
 CENTRE = 14.0  #: where the centre of mass goes (row, column), in pixel-index coordinates
 INK_THRESHOLD = 0.05  #: ink level (after background removal) that counts for the bounding box
+MAX_PIXELS = 64 * 1024 * 1024  #: larger images are refused before their pixels are decoded
 
 
 def _as_unit_float(image) -> np.ndarray:
@@ -166,7 +168,17 @@ def load_image(path) -> np.ndarray:
     if isinstance(path, (str, os.PathLike)) and not os.path.exists(path):
         raise FileNotFoundError(f"no such image file: {os.fspath(path)!r}")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            # our own MAX_PIXELS check below replaces Pillow's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            # Image.open reads only the header: refuse a decompression bomb before load()
+            # allocates it (Pillow itself only warns below ~179 megapixels).
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ValueError(f"image is {w} x {h} pixels; at most {MAX_PIXELS:,} pixels "
+                                 "are accepted (a digit needs far fewer)")
             img.load()
             has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
                 img.mode == "P" and "transparency" in img.info
@@ -184,6 +196,10 @@ def load_image(path) -> np.ndarray:
                 alpha = None
     except UnidentifiedImageError as exc:
         raise ValueError(f"not an image file Pillow can read: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image refused: {exc}") from None
+    except (OSError, SyntaxError, EOFError) as exc:  # truncated or corrupt image data
+        raise ValueError(f"image file is truncated or corrupt: {exc}") from None
 
     if gray.ndim != 2:  # multi-frame oddities
         raise ValueError(f"expected a single 2-D image, got shape {gray.shape}")

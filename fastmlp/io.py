@@ -8,12 +8,21 @@ in the target folder and renamed into place, so a crash leaves the old file or n
 Loading checks everything before it builds anything: the file must be a zip archive (a
 pickle, a bare ``.npy`` or random bytes is refused before numpy parses it), the header must
 be a JSON object of the current format, and every array must have the shape the header's
-layer sizes call for and hold only finite floats. Bad files raise ValueError saying why.
+layer sizes call for and hold only finite floats. Bad files raise ValueError saying why; a
+missing one raises FileNotFoundError. Sizes are checked from the zip directory before anything
+is decompressed, so a small file claiming a huge member costs nothing to refuse.
+
+Saving refuses a target that exists and is not a regular file (a FIFO, a device, a socket):
+``os.replace`` would silently swap it for a regular file. Temporary files carry the writer's
+process id; one left by a killed process is removed by the next save of the same file.
 """
 
+import errno
 import json
+import math
 import numbers
 import os
+import re
 import secrets
 import stat
 import zipfile
@@ -26,6 +35,8 @@ VERSION = 1
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header / an empty zip
 _NPY_MAGIC = b"\x93NUMPY"
 _HISTORY_LISTS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "learning_rate")
+MAX_HEADER_BYTES = 16 * 1024 * 1024  #: the JSON header member (a History of 10^5 epochs fits)
+_NPY_OVERHEAD = 16384  # an .npy member's own header: numpy writes ~128 bytes, reads <= 10000
 
 
 def _as_path(path, verb):
@@ -43,6 +54,8 @@ def _json_default(value):
 
 
 def save_network(net, path):
+    from . import layers
+
     path = _as_path(path, "save")
     arrays = {}
     for k, (W, b) in enumerate(zip(net.weights, net.biases)):
@@ -56,6 +69,8 @@ def save_network(net, path):
         "format": FORMAT,
         "version": VERSION,
         "layer_sizes": [int(s) for s in net.layer_sizes],
+        # a convolutional network's layers (the sizes above are then each layer's width)
+        **({} if net.is_mlp else {"layers": layers.to_json(net.layers)}),
         "activations": list(net.activations),
         "cost": net.cost,
         "dtype": net.dtype.name,
@@ -83,9 +98,11 @@ def atomic_write(path, write):
         raise ValueError(f"cannot save to {path}: folder {folder} does not exist")
     if path.is_dir():
         raise ValueError(f"cannot save to {path}: it is a folder")
+    _check_target(path)
+    _remove_stale_temporaries(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         try:
             # os.open applies the umask to 0o666, as open() would; mkstemp would give 0o600.
             fd = os.open(tmp, flags, 0o666)
@@ -108,6 +125,61 @@ def atomic_write(path, write):
         tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(folder)
+
+
+def _check_target(path):
+    """A save may create ``path`` or replace a regular file (or a link to one), nothing else;
+    ValueError otherwise (``check_save_target``: the same check, for callers that want to
+    fail before a long computation rather than at its end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"cannot save to {path}: it is a symbolic link loop") from None
+        raise ValueError(f"cannot save to {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"cannot save to {path}: it is a folder")
+    if not stat.S_ISREG(mode):
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ValueError(f"cannot save to {path}: it is {kind}; saving would replace it with "
+                         "a regular file. Choose a new file name or a regular file")
+
+
+check_save_target = _check_target
+
+
+def _remove_stale_temporaries(path):
+    """Delete ``.<name>.<pid>.<hex>.tmp`` files beside ``path`` whose writer is gone (killed
+    mid-save: SIGKILL runs no cleanup). Another live process's temporary file is kept."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\.[0-9a-f]{12}\.tmp\Z")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.match(name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(path.parent / name)
+        except OSError:
+            pass
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False  # ours, from an earlier save that this process no longer runs
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # exists (another user's), or we cannot tell: keep its file
+    return True
 
 
 def _fsync_folder(folder):
@@ -149,12 +221,49 @@ _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, Typ
                 UnicodeDecodeError, IndexError, AttributeError)
 
 
-def _read_archive(path):
+def check_zip_members(path, limits, what="fastmlp model"):
+    """Refuse an .npz whose zip directory lists an unexpected member or one larger than its
+    limit, before anything is decompressed. ``limits`` maps member names (without ``.npy``)
+    to their largest allowed uncompressed size in bytes, or is a callable ``name -> bytes or
+    None`` (None: the member is not expected)."""
+    get = limits if callable(limits) else limits.get
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from None
+    for info in infos:
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        limit = get(name)
+        if limit is None:
+            raise ValueError(f"{path} is not a {what}: unexpected member {info.filename!r}")
+        if info.file_size > limit:
+            raise ValueError(f"{path} is not a {what}: member {info.filename!r} claims "
+                             f"{info.file_size} bytes uncompressed, at most {limit} expected")
+
+
+def _model_member_limit(name):
+    """Before the header is read: the header is bounded; W<k>/b<k> by the largest network a
+    header could describe is not knowable yet, so they are checked again after it."""
+    if name == "header":
+        return MAX_HEADER_BYTES + _NPY_OVERHEAD
+    if re.fullmatch(r"[Wb](0|[1-9][0-9]{0,5})", name):
+        return 1 << 62
+    return None
+
+
+def _read_archive(path, limits=_model_member_limit):
     """``{name: array}`` for every array in the .npz at ``path``, with allow_pickle=False."""
+    check_zip_members(path, limits)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except ValueError as exc:
+        if "max_header_size" in str(exc) or "Header info length" in str(exc):
+            raise ValueError(f"{path} is not a readable fastmlp model: an array's .npy header "
+                             "is larger than numpy reads safely (corrupt or hostile file)"
+                             ) from None
         if "pickle" in str(exc):
             raise ValueError(f"{path} holds pickled Python objects; fastmlp never loads "
                              "pickles (unpickling can run arbitrary code)") from None
@@ -173,12 +282,9 @@ def _read_archive(path):
 def read_header_and_arrays(path):
     """``(header dict, {name: array})`` from a saved network, or ValueError saying why not."""
     path = _as_path(path, "load")
-    if not path.exists():
-        raise ValueError(f"model file {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"model file {path} is not a regular file")
+    check_readable_file(path, "model file")
     _check_magic(path)
-    arrays = _read_archive(path)
+    arrays = _read_archive(path, _two_pass_limits(path))
     if "header" not in arrays:
         raise ValueError(f"{path} is not a fastmlp model: it has no header")
     raw = arrays.pop("header")
@@ -197,6 +303,161 @@ def read_header_and_arrays(path):
         raise ValueError(f"{path} has model format version {version!r}; this fastmlp reads "
                          f"version {VERSION}")
     return header, arrays
+
+
+def check_readable_file(path, what="file"):
+    """FileNotFoundError if ``path`` does not exist, ValueError if it is a folder, a symlink
+    loop, a FIFO or a device (reading a FIFO would wait forever), else nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(f"{what} {path} is a symbolic link to a file that does not "
+                                    "exist") from None
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"{what} {path} is a symbolic link loop") from None
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{what} {path} is not a regular file (a pipe, device or socket)")
+
+
+def _two_pass_limits(path):
+    """Member limits for a model file: the header first (bounded), then every W<k>/b<k> by
+    the shapes its layer sizes give. A header that cannot be read falls back to the
+    first-pass limits; the full read then reports what is wrong with it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ValueError(f"{path} is not a readable fastmlp model (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from None
+    if "header.npy" not in names:
+        raise ValueError(f"{path} is not a fastmlp model: it has no header")
+    check_zip_members(path, _model_member_limit)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("header.npy") as f:
+            # at most MAX_HEADER_BYTES: the first pass checked the member's size
+            raw = np.lib.format.read_array(f, allow_pickle=False)
+        header = json.loads(raw.tobytes().decode("utf-8"))
+        expected = _expected_arrays(path, header)
+    except Exception:  # noqa: BLE001 - any unreadable header: the full read says why
+        return _model_member_limit
+    limits = {"header": MAX_HEADER_BYTES + _NPY_OVERHEAD}
+    for name, shape in expected.items():
+        # float64 is the widest dtype load accepts
+        limits[name] = 8 * int(np.prod(shape)) + _NPY_OVERHEAD
+    arrays = sorted(n[:-4] for n in names if n.endswith(".npy") and n != "header.npy")
+    if arrays != sorted(expected):
+        raise ValueError(f"{path} holds arrays {arrays}; its layers need {sorted(expected)}")
+    check_zip_members(path, limits.get)
+    return limits.get
+
+
+def _expected_arrays(path, header):
+    """``{"W0": shape, "b0": shape, ...}`` that a header's layers need (ValueError if the
+    layers themselves are invalid): ``layers`` for a convolutional network, else
+    ``layer_sizes``."""
+    from . import layers
+
+    if "layers" in header:
+        try:
+            plan = layers.plan(layers.from_json(header["layers"]))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path} has an invalid header: layers: {exc}") from None
+        weighted = [layer for layer in plan if layer.has_params]
+        expected = {}
+        for k, layer in enumerate(weighted):
+            expected[f"W{k}"], expected[f"b{k}"] = layer.weight_shape, (layer.out_shape[0],)
+        return expected
+    sizes = header["layer_sizes"]
+    if (not isinstance(sizes, list) or len(sizes) < 2 or len(sizes) > 10**6
+            or not all(type(n) is int and n >= 1 for n in sizes)):
+        raise ValueError(f"{path} has an invalid header: layer_sizes {sizes!r} is not a list "
+                         "of at least two positive integers")
+    return {name: shape for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+            for name, shape in ((f"W{k}", (n_out, n_in)), (f"b{k}", (n_out,)))}
+
+
+def check_training_state(state, n_params, dtype="float32"):
+    """Raise ValueError naming the first thing wrong with a ``Network.training_state()``
+    dict (from a checkpoint, perhaps damaged or hand-edited), before any of it is applied.
+
+    ``n_params`` is the length of the network's flat parameter vector: every optimizer
+    array and early stopping's best parameters must be 1-D of that length, finite, and
+    convertible to ``dtype``. Scalars must be the plain types ``training_state`` writes.
+    """
+    from ._checks import OPTIMIZERS
+
+    def fail(what):
+        raise ValueError(f"invalid training state: {what}")
+
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    def check_params(name, v):
+        if not isinstance(v, np.ndarray) or v.dtype.kind not in "fiu":
+            fail(f"{name} is {type(v).__name__}, not an array of numbers")
+        if v.shape != (n_params,):
+            fail(f"{name} has shape {v.shape}; the network has {n_params} parameters")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.isfinite(v.astype(dtype, copy=False)).all():
+                fail(f"{name} contains NaN or infinite values (as {np.dtype(dtype).name})")
+
+    if not isinstance(state, dict):
+        fail(f"a {type(state).__name__}, not a dict")
+    for key in ("optimizer", "state", "rng", "dropout_key"):
+        if key not in state:
+            fail(f"no {key!r}")
+    name = state["optimizer"]
+    if name is not None and (not isinstance(name, str) or name not in OPTIMIZERS):
+        fail(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    values = state["state"]
+    if not isinstance(values, dict):
+        fail(f"'state' is a {type(values).__name__}, not a dict")
+    for key, v in values.items():
+        if not isinstance(key, str):
+            fail(f"optimizer state key {key!r} is not a string")
+        if isinstance(v, np.ndarray):
+            check_params(f"optimizer state {key!r}", v)
+        elif is_int(v):
+            if v < 0:
+                fail(f"optimizer state {key!r} is {v}, a negative count")
+        elif isinstance(v, (float, np.floating)):
+            if not math.isfinite(v):
+                fail(f"optimizer state {key!r} is {v}")
+        else:
+            fail(f"optimizer state {key!r} is a {type(v).__name__}, not an array or number")
+    rng = state["rng"]
+    if not isinstance(rng, dict) or rng.get("bit_generator") != "PCG64":
+        fail("'rng' is not the state of numpy's PCG64 generator")
+    inner = rng.get("state")
+    if (not isinstance(inner, dict) or set(inner) != {"state", "inc"}
+            or not all(is_int(v) and 0 <= v < 2**128 for v in inner.values())):
+        fail("'rng' state must hold integers 'state' and 'inc' in 0 .. 2**128-1")
+    if rng.get("has_uint32") not in (0, 1) or isinstance(rng.get("has_uint32"), bool):
+        fail("'rng' has_uint32 must be 0 or 1")
+    if not is_int(rng.get("uinteger")) or not 0 <= rng["uinteger"] < 2**32:
+        fail("'rng' uinteger must be an integer in 0 .. 2**32-1")
+    key = state["dropout_key"]
+    if not is_int(key) or not 0 <= key < 2**63:
+        fail(f"dropout_key {key!r} is not an integer in 0 .. 2**63-1")
+    best = state.get("early_stopping")
+    if best is not None:
+        if not isinstance(best, dict) or not {"best_loss", "since_best", "best_params"} <= set(best):
+            fail("'early_stopping' must be None or a dict with best_loss, since_best and "
+                 "best_params")
+        loss = best["best_loss"]
+        if (not isinstance(loss, (int, float, np.number)) or isinstance(loss, bool)
+                or math.isnan(loss)):
+            fail(f"early stopping's best_loss {loss!r} is not a number")
+        if not is_int(best["since_best"]) or best["since_best"] < 0:
+            fail(f"early stopping's since_best {best['since_best']!r} is not a count")
+        if best["best_params"] is not None:
+            check_params("early stopping's best parameters", best["best_params"])
 
 
 def _header_fields(path, header):
@@ -224,7 +485,7 @@ def _header_fields(path, header):
 
 
 def _history(path, data):
-    from .network import History
+    from .history import History
 
     if data is None:
         return History()
@@ -245,15 +506,13 @@ def _history(path, data):
 
 def load_network(cls, path, backend="numba"):
     from . import _checks as check
-    from .network import BACKENDS
+    from . import layers
 
-    backend = check.choice("backend", backend, BACKENDS)  # the caller's mistake, not the file's
+    backend = check.choice("backend", backend, check.BACKENDS)  # the caller's mistake
     header, arrays = read_header_and_arrays(path)
     sizes, activations, cost, dtype = _header_fields(path, header)
     # Shapes and values first, so a lying header never makes us allocate a huge network.
-    expected = {}
-    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        expected[f"W{k}"], expected[f"b{k}"] = (n_out, n_in), (n_out,)
+    expected = _expected_arrays(path, header)
     if set(arrays) != set(expected):
         raise ValueError(f"{path} holds arrays {sorted(arrays)}; layer sizes {sizes} need "
                          f"{sorted(expected)}")
@@ -270,11 +529,12 @@ def load_network(cls, path, backend="numba"):
                              f"{dtype})")
         values[name] = value
     history = _history(path, header.get("history"))
+    spec = layers.from_json(header["layers"]) if "layers" in header else sizes
     try:
-        net = cls(sizes, activations, cost, backend=backend, dtype=dtype)
+        net = cls(spec, activations, cost, backend=backend, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header: {exc}") from None
-    for k in range(len(sizes) - 1):
+    for k in range(len(net.weights)):
         net.weights[k][...] = values[f"W{k}"]
         net.biases[k][...] = values[f"b{k}"]
     net.history = history

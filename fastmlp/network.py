@@ -5,53 +5,35 @@ import numbers
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import _checks as check
+from . import layers as layer_specs
 from . import reference
+from .history import History
+from .layers import Conv2D, MaxPool2D  # noqa: F401  (re-exported: fastmlp.Conv2D)
 
 ACTIVATIONS = tuple(reference.ACTIVATIONS)
 COSTS = reference.COSTS
-BACKENDS = ("numba", "numpy")
-OPTIMIZERS = ("sgd", "momentum", "adam")
+BACKENDS = check.BACKENDS
+OPTIMIZERS = check.OPTIMIZERS
 SCHEDULES = ("constant", "cosine", "step")
 # Samples per compiled call while training: the progress bar and Ctrl-C get a look-in this
 # often, at a cost of one Python round trip per chunk.
 CHUNK_SAMPLES = 8192
 MIN_PART_ROWS = 16  # training splits a batch across threads in parts of at least this size
-PREDICT_ROWS = 4096  # predict() works through large inputs in slices of this many rows
-CSR_DENSITY = 0.5  # first-layer input sparser than this trains from a CSR copy of X
-CSR_MIN_ROWS = 256  # ...when it has at least this many rows (else the copy isn't worth it)
-# The first layer's input arguments when X is used dense: (indptr, indices, data, use_csr).
-_NO_CSR = {name: (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype), False)
-           for name, dtype in (("float32", np.float32), ("float64", np.float64))}
-
-
-@dataclass
-class History:
-    """Per-epoch training record. Validation lists stay empty without validation data."""
-
-    loss: list = field(default_factory=list)
-    accuracy: list = field(default_factory=list)
-    val_loss: list = field(default_factory=list)
-    val_accuracy: list = field(default_factory=list)
-    seconds: list = field(default_factory=list)
-    learning_rate: list = field(default_factory=list)
-    best_epoch: int | None = None
-
-    @property
-    def epochs(self):
-        return len(self.loss)
-
-    def to_dict(self):
-        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_dict(cls, data):
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
+# Inference works through its rows in blocks of at most this many per thread: big enough
+# for the products to run at speed, small enough for a block's activations to stay in cache.
+PREDICT_BLOCK = 256
+MIN_PREDICT_PART = 64  # ...and uses another thread only for at least this many more rows
+# fit stops (FloatingPointError, parameters of the epoch before kept) when an epoch's loss
+# exceeds this multiple of the starting network's: no run that is learning gets there.
+DIVERGED = 1000.0
+# A dense first layer reads a part (a batch's share, or a block of predicted rows) through
+# a CSR block when fewer than this fraction of its inputs are non-zero: MNIST's pixels are
+# ~80 % zeros, and skipping them beats the denser product's better vectorization.
+SPARSE_BELOW = 0.5
 
 
 class _ParamList(list):
@@ -70,60 +52,115 @@ class _ParamList(list):
 
 def _kernels():
     # Imported on first use so that `import fastmlp` and the numpy backend never load numba.
-    from .kernels import activations, backprop, costs, dense, training
+    global _KERNELS
+    if _KERNELS is None:
+        from .kernels import activations, backprop, costs, dense, inference, training
 
-    return activations, backprop, costs, dense, training
+        _KERNELS = activations, backprop, costs, dense, training, inference
+    return _KERNELS
+
+
+_KERNELS = None
+
+
+def _layout():
+    from . import _layout as layout  # plain Python: no numba
+
+    return layout
+
+
+# The activation and cost codes of the kernels (fastmlp.kernels.activations.CODES and
+# costs.CODES, which tests/test_cnn.py holds these to), without importing numba: the layer
+# table carries them on both backends.
+_ACTIVATION_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2, "identity": 3, "softmax": 4, "exp": 5}
+_COST_CODES = {"cross_entropy": 0, "mse": 1, "binary_cross_entropy": 2, "poisson": 3}
+_NO_INDPTR = np.zeros(1, np.int64)
+_NO_INDICES = np.zeros(0, np.int32)
+_NO_WEIGHTS = {name: np.zeros(0, dtype) for name, dtype in check.DTYPES.items()}
+_NO_TARGETS = {name: np.zeros((0, 1), dtype) for name, dtype in check.DTYPES.items()}
+_NO_GRADS = {name: np.zeros((1, 1), dtype) for name, dtype in check.DTYPES.items()}
+
+
+def _infer_settings():
+    """``layout.Settings`` for training.run's INFER mode (only the code matters)."""
+    return _layout().Settings(optimizer=-2, lr=0.0, momentum=0.0, nesterov=False, beta1=0.0,
+                              beta2=0.0, eps=0.0, l2=0.0, l2_per_weight=False, dropout=0.0,
+                              key=0)
+# The parallel kernels run one call at a time: numba's workqueue threading layer (see
+# fastmlp._threads) must not be entered from two Python threads at once.
+_kernel_lock = threading.RLock()
+
+
+def _memory_limit():
+    """Bytes of physical memory (a generous bound where the OS does not say)."""
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**50
+
+
+def _dense(X):
+    """A checked input as a dense array (the numpy backend reads sparse input densified)."""
+    return X.toarray() if isinstance(X, check.CSR) else X
 
 
 class Network:
-    """A fully connected feed-forward network, ``z = W a + b`` layer by layer.
+    """A feed-forward network: dense layers ``z = W a + b``, and convolution and max-pooling
+    layers for images, composed from one layer table.
 
     Parameters
     ----------
-    layer_sizes : sequence of int
-        Units per layer, input first: ``[784, 128, 10]``.
+    layer_sizes : sequence
+        The input first, then the layers: ``[784, 128, 10]`` for a dense network, or
+        ``[(1, 28, 28), Conv2D(16, 5, padding=2), MaxPool2D(2), 128, 10]`` for a
+        convolutional one. The input is an int (features) or a ``(channels, height, width)``
+        shape; ints after it are dense widths; :class:`~fastmlp.layers.Conv2D` and
+        :class:`~fastmlp.layers.MaxPool2D` work on images (PyTorch's conventions). The
+        flatten before the first dense layer is implicit, in ``(C, H, W)`` order.
     activations : sequence of str, optional
-        One per weight layer from ``relu, sigmoid, tanh, softmax, identity``. Default: ReLU
-        hidden layers and a softmax output (cross-entropy) or identity output (MSE).
-    cost : {"cross_entropy", "mse"}
+        One per layer with parameters (dense and conv) from ``relu, sigmoid, tanh, softmax,
+        identity, exp``. Default: ReLU hidden layers and the cost's output activation
+        (softmax for cross-entropy, identity for MSE).
+    cost : {"cross_entropy", "mse", "binary_cross_entropy", "poisson"}
         Cross-entropy needs a softmax output layer.
     backend : {"numba", "numpy"}
         ``"numba"`` runs the compiled kernels; ``"numpy"`` runs :mod:`fastmlp.reference`.
     dtype : {"float32", "float64"}
     seed : int, optional
         Seeds initialization and shuffling: same seed, same result on both backends.
+
+    ``X`` is ``(n, features)``; for an image input also ``(n, C, H, W)`` or, with one
+    channel, ``(n, H, W)``. ``weights[k]`` of a dense layer is ``(n_out, n_in)``, of a conv
+    layer ``(filters, in_channels, kh, kw)``; ``biases[k]`` is ``(n_out,)`` / ``(filters,)``.
+    Pooling layers have no entry.
     """
 
     def __init__(self, layer_sizes, activations=None, cost="cross_entropy", backend="numba",
                  dtype="float32", seed=None):
-        try:
-            sizes = list(layer_sizes)
-        except TypeError:
-            raise ValueError(f"layer_sizes must be a sequence of integers, got "
-                             f"{layer_sizes!r}") from None
-        if len(sizes) < 2:
-            raise ValueError(f"layer_sizes needs at least an input and an output size, got "
-                             f"{sizes!r}")
-        for s in sizes:
-            check.positive_int("every layer size", s)
-        self.layer_sizes = [int(s) for s in sizes]
+        self._layers = layer_specs.plan(layer_sizes)
+        specs = list(layer_sizes)
+        self.layers = [layer_specs.normalize_input(specs[0])] + [
+            s if isinstance(s, (Conv2D, MaxPool2D)) else int(s) for s in specs[1:]]
+        self.layer_sizes = [self._layers[0].n_in] + [layer.n_out for layer in self._layers]
         self.cost = check.choice("cost", cost, COSTS)
         self.backend = check.choice("backend", backend, BACKENDS)
         if not isinstance(dtype, str) and dtype in (np.float32, np.float64):
             dtype = np.dtype(dtype).name  # np.float32 as well as "float32"
         self.dtype = np.dtype(check.DTYPES[check.choice("dtype", dtype, tuple(check.DTYPES))])
-        n_layers = len(sizes) - 1
+        n_weighted = sum(layer.has_params for layer in self._layers)
         if activations is None:
             output = reference.OUTPUT_FOR_COST.get(cost, "identity")
-            activations = ["relu"] * (n_layers - 1) + [output]
+            activations = ["relu"] * (n_weighted - 1) + [output]
         elif not isinstance(activations, str):
             try:
                 activations = list(activations)
             except TypeError:
                 pass  # not a sequence: reported just below
-        if not isinstance(activations, list) or len(activations) != n_layers:
-            raise ValueError(f"activations must list one name per weight layer ({n_layers}), "
-                             f"got {activations!r}")
+        if not isinstance(activations, list) or len(activations) != n_weighted:
+            raise ValueError(f"activations must list one name per layer with parameters "
+                             f"({n_weighted}), got {activations!r}")
         self.activations = [check.choice("activation", a, ACTIVATIONS) for a in activations]
         if "softmax" in self.activations[:-1]:
             raise ValueError("softmax is only supported as the output activation")
@@ -147,34 +184,52 @@ class Network:
     # --- parameters -----------------------------------------------------------------------
 
     def _allocate(self):
-        sizes = self.layer_sizes
-        self._sizes = np.array(sizes, dtype=np.int64)
-        blocks = [n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-        self._offsets = np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
-        self._params = np.zeros(int(self._offsets[-1]), dtype=self.dtype)
-        weights, biases = [], []
-        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            start = self._offsets[layer]
-            mid = start + n_in * n_out
-            # The kernels' Wt (n_in, n_out); the public W is its transpose, a view.
-            weights.append(self._params[start:mid].reshape(n_in, n_out).T)
-            biases.append(self._params[mid:mid + n_out])
+        # The layer table's activation column holds each layer's code; the numpy backend
+        # never reads it, so the names' codes come from a table that needs no numba.
+        codes = [_ACTIVATION_CODES[a] for a in self.activations]
+        self._table, n_params = layer_specs.table(self._layers, codes)
+        need = n_params * self.dtype.itemsize
+        if need > _memory_limit():
+            raise ValueError(f"this network has {n_params:,} parameters, "
+                             f"{need / 2**30:,.1f} GiB in {self.dtype.name}: more than this "
+                             "machine's memory")
+        self._params = np.zeros(n_params, dtype=self.dtype)
+        weights, biases = self._param_views(self._params)
         self._weights, self._biases = _ParamList(weights), _ParamList(biases)
-        self._act_codes = None
+
+    def _param_views(self, flat):
+        """``(weights, biases)``: views of a flat vector in the parameter layout (the
+        parameters themselves, or a gradient) in the public shapes."""
+        weights, biases = [], []
+        for layer, start in zip(self._layers, self._table[:, _layout().PARAM]):
+            if not layer.has_params:
+                continue
+            n_w = int(np.prod(layer.weight_shape))
+            block = flat[start:start + n_w]
+            if layer.kind == "dense":
+                # The kernels' Wt (n_in, n_out); the public W is its transpose, a view.
+                weights.append(block.reshape(layer.n_in, layer.n_out).T)
+            else:
+                weights.append(block.reshape(layer.weight_shape))
+            biases.append(flat[start + n_w:start + n_w + layer.out_shape[0]])
+        return weights, biases
 
     def _initialize(self):
         """He-normal for ReLU layers, Glorot-uniform otherwise; zero biases."""
-        for W, name in zip(self._weights, self.activations):
-            n_out, n_in = W.shape
+        weighted = [layer for layer in self._layers if layer.has_params]
+        for W, name, layer in zip(self._weights, self.activations, weighted):
+            fan_in = layer.fan_in
+            fan_out = W.shape[0] * (fan_in // W.shape[1] if layer.kind == "conv" else 1)
             if name == "relu":
-                W[...] = self._rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_out, n_in))
+                W[...] = self._rng.normal(0.0, math.sqrt(2.0 / fan_in), size=W.shape)
             else:
-                limit = math.sqrt(6.0 / (n_in + n_out))
-                W[...] = self._rng.uniform(-limit, limit, size=(n_out, n_in))
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                W[...] = self._rng.uniform(-limit, limit, size=W.shape)
 
     @property
     def weights(self):
-        """Weight matrices, ``weights[k].shape == (layer_sizes[k+1], layer_sizes[k])``."""
+        """Weight arrays of the layers with parameters: dense ``(n_out, n_in)``, conv
+        ``(filters, in_channels, kh, kw)``. Live views: writing into them takes effect."""
         return self._weights
 
     @weights.setter
@@ -183,7 +238,7 @@ class Network:
 
     @property
     def biases(self):
-        """Bias vectors, ``biases[k].shape == (layer_sizes[k+1],)``."""
+        """Bias vectors, ``(n_out,)`` / ``(filters,)``, of the layers with parameters."""
         return self._biases
 
     @biases.setter
@@ -206,12 +261,42 @@ class Network:
     def n_outputs(self):
         return self.layer_sizes[-1]
 
+    @property
+    def input_shape(self):
+        """``(C, H, W)`` for an image input, else None."""
+        first = self.layers[0]
+        return first if isinstance(first, tuple) else None
+
+    @property
+    def is_mlp(self):
+        """True for the plain ``[int, int, ...]`` form (saved as plain layer sizes)."""
+        return layer_specs.is_plain_mlp(self.layers)
+
+    def summary(self):
+        """A table of the layers: kind, output shape, parameter count; and the total."""
+        rows = [("layer", "output shape", "parameters")]
+        first = self.layers[0]
+        rows.append(("input", str(first if isinstance(first, tuple) else (first,)), "0"))
+        acts = iter(self.activations)
+        for layer in self._layers:
+            if layer.kind == "dense":
+                name, shape = f"Dense({layer.n_out}) {next(acts)}", (layer.n_out,)
+            else:
+                name = repr(layer.spec) + (f" {next(acts)}" if layer.has_params else "")
+                shape = layer.out_shape
+            rows.append((name, str(shape), f"{layer.n_params:,}"))
+        width = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c:>{width[2]}}" for a, b, c in rows]
+        lines.append(f"total: {self._params.size:,} parameters ({self.dtype.name}, "
+                     f"{self._params.nbytes / 2**20:.2f} MiB)")
+        return "\n".join(lines)
+
     def __getstate__(self):
         # Pickling (joblib, dask, deepcopy) carries the flat parameters; the weight and bias
         # views are rebuilt over them on unpickling (pickled views would come back as
         # detached copies), and the per-thread predict cache is not carried at all.
         state = self.__dict__.copy()
-        for key in ("_ws_cache", "_weights", "_biases", "_act_codes"):
+        for key in ("_ws_cache", "_weights", "_biases", "_act_codes", "_table"):
             state.pop(key, None)
         return state
 
@@ -222,76 +307,119 @@ class Network:
         self._params[...] = params
 
     def __repr__(self):
-        return (f"Network({self.layer_sizes}, activations={self.activations}, "
+        return (f"Network({self.layers}, activations={self.activations}, "
                 f"cost={self.cost!r}, backend={self.backend!r}, dtype={self.dtype.name!r})")
 
     # --- compiled-path plumbing ------------------------------------------------------------
 
-    def _codes(self):
-        """``(activation codes, cost code)``: the kernels' names for this network's choices."""
-        if self._act_codes is None:
-            activations, _, costs, _, _ = _kernels()
-            self._act_codes = (np.array([activations.CODES[a] for a in self.activations],
-                                        dtype=np.int64), costs.CODES[self.cost])
-        return self._act_codes
+    def _cost_code(self):
+        return _COST_CODES[self.cost]
 
-    def _predict_workspace(self, rows):
-        """A workspace kept between predict calls (one per thread, so predicting from
-        several threads at once stays safe): single-sample latency is mostly overhead."""
+    def _workspace(self, rows, parts=1):
+        """A workspace kept between calls (one per Python thread, so predicting from several
+        threads at once stays safe) that holds ``parts`` parts of ``rows`` samples:
+        one-sample latency and short ``fit`` calls are mostly set-up otherwise."""
         cache = self.__dict__.setdefault("_ws_cache", threading.local())
         ws = getattr(cache, "ws", None)
-        if ws is None or ws.rows < rows or ws.params is not self._params:
-            ws = cache.ws = _Workspace(self, rows)
+        if ws is None or ws.params is not self._params:
+            ws = cache.ws = _Workspace(self, rows, parts)
+        elif ws.rows < rows or ws.parts < parts:  # grow, never shrink: calls alternate
+            ws = cache.ws = _Workspace(self, max(rows, ws.rows), max(parts, ws.parts))
         return ws
 
     def _input(self, X):
-        """The first layer's view of X: a CSR copy when X is big and sparse enough to pay for
-        one (decided once per call on the whole of X), else the dense rows themselves."""
-        if X.shape[0] >= CSR_MIN_ROWS and np.count_nonzero(X) < CSR_DENSITY * X.size:
-            indptr, indices, data = _kernels()[3].to_csr(X)
-            return indptr, indices, data, True
-        return _NO_CSR[self.dtype.name]
+        """The first layer's input (a ``layout.Input``): checked dense rows, or a checked
+        CSR matrix (scipy sparse input) read without densifying it."""
+        if isinstance(X, check.CSR):
+            return _layout().Input(np.empty((0, self.n_inputs), self.dtype), X.indptr,
+                                   X.indices, X.data, True, 0.0)
+        return _layout().Input(X, _NO_INDPTR, _NO_INDICES, _NO_WEIGHTS[self.dtype.name], False,
+                               float(SPARSE_BELOW))
 
     # --- inference -------------------------------------------------------------------------
 
     def _check_X(self, X):
-        return check.features(X, self.n_inputs, self.dtype)
+        sparse_ok = self._layers[0].kind == "dense"  # the numpy backend densifies it
+        return check.features(X, self.n_inputs, self.dtype, shape=self.input_shape,
+                              sparse=sparse_ok)
 
     def _check_XY(self, X, Y):
         X = self._check_X(X)
         Y, labels_given = check.targets(Y, X.shape[0], self.n_outputs, self.dtype)
         return X, Y, labels_given
 
+    def _reference_kwargs(self):
+        return {} if self.is_mlp else {"layers": self._layers}
+
     def forward(self, X):
-        """Every layer's activation for X: ``[a¹, ..., aᴸ]`` (the last is ``predict_proba``)."""
+        """Every layer's output for X: ``[a¹, ..., aᴸ]`` (the last is ``predict_proba``),
+        each ``(n, width)`` with images flattened in ``(C, H, W)`` order."""
         X = self._check_X(X)
+        if isinstance(X, check.CSR):
+            X = X.toarray()
         if self.backend == "numpy":
-            return reference.forward(self._weights, self._biases, self.activations, X)[1][1:]
-        _, backprop, _, _, _ = _kernels()
+            return reference.forward(self._weights, self._biases, self.activations, X,
+                                     layers=self._layers)[1][1:]
+        # One block of all n rows through the inference kernel leaves every layer's output
+        # in the workspace (the last one activated): copy them out.
         n = X.shape[0]
         ws = _Workspace(self, n)
-        backprop.predict_batch(self._params, self._offsets, self._sizes, self._codes()[0], X,
-                               ws.ident[:n], *self._input(X), *ws.forward_buffers())
-        return [ws.acts[0, o:o + n * w].reshape(n, w).copy()
-                for o, w in zip(ws.act_offsets, self.layer_sizes[1:])]
+        out = np.empty((n, self.n_outputs), dtype=self.dtype)
+        name = self.dtype.name
+        with _kernel_lock:
+            _kernels()[5].infer_range(self._params, self._table, self._cost_code(),
+                                      self._input(X), _NO_TARGETS[name], _NO_WEIGHTS[name],
+                                      np.arange(n), out, ws.work, 0, 0, n, n)
+        outputs, start = [], 0
+        for layer in self._layers:
+            outputs.append(ws.work.acts[0, start:start + n * layer.n_out].reshape(
+                n, layer.n_out).copy())
+            start += n * layer.n_out
+        return outputs
 
     def predict_proba(self, X):
         """The network's output ŷ for every row of X, shape ``(n, n_outputs)``."""
         X = self._check_X(X)
         if self.backend == "numpy":
-            return reference.predict_proba(self._weights, self._biases, self.activations, X)
-        _, backprop, _, _, _ = _kernels()
+            return reference.predict_proba(self._weights, self._biases, self.activations,
+                                           _dense(X), **self._reference_kwargs())
+        return self._infer(X)[1]
+
+    def _infer(self, X, Y=None, sample_weight=None):
+        """``(summed data cost or 0, ŷ)`` of checked X (and targets Y) on the kernels: rows
+        split between threads, each working through blocks of ``PREDICT_BLOCK``."""
         n = X.shape[0]
-        ws = self._predict_workspace(min(n, PREDICT_ROWS))
-        first_layer = self._input(X)
+        parts = 1 if n < 2 * MIN_PREDICT_PART else max(1, min(_threads_now(),
+                                                                n // MIN_PREDICT_PART))
+        block = min(PREDICT_BLOCK, -(-n // parts))
+        ws = self._workspace(block, parts)
         out = np.empty((n, self.n_outputs), dtype=self.dtype)
-        codes = self._codes()[0]
-        for start in range(0, n, PREDICT_ROWS):
-            rows = np.arange(start, min(n, start + PREDICT_ROWS))
-            out[start:start + rows.size] = backprop.predict_batch(
-                self._params, self._offsets, self._sizes, codes, X, rows, *first_layer,
-                *ws.forward_buffers())
-        return out
+        name = self.dtype.name
+        Y = _NO_TARGETS[name] if Y is None else Y
+        weights = _NO_WEIGHTS[name] if sample_weight is None else sample_weight
+        with _kernel_lock:
+            if parts == 1:  # no thread pool to wake: a one-sample prediction is microseconds
+                cost = _kernels()[5].infer_range(
+                    self._params, self._table, self._cost_code(), self._input(X), Y, weights,
+                    ws.index(n), out, ws.work, 0, 0, n, block)
+            else:
+                cost = self._run(X, Y, weights, ws.index(n), 0, 0, 0, _infer_settings(),
+                                 parts, ws, out=out, block=block)[0]
+        return cost, out
+
+    def _run(self, X, Y, weights, order, batch_size, first, stop, cfg, parts, ws, state=None,
+             out=None, block=0, grads=None):
+        """``training.run`` with this network's arrays (see there for the three modes)."""
+        name = self.dtype.name
+        step, state1, state2 = (0, _NO_WEIGHTS[name], _NO_WEIGHTS[name]) if state is None \
+            else (state["step"], state["state1"], state["state2"])
+        run = _kernels()[4].run
+        args = (self._params, self._table, self._cost_code(), self._input(X), Y, weights,
+                order, batch_size, first, stop, cfg, step, state1, state2, parts, ws.work,
+                ws.Y_parts, ws.w_parts, _NO_GRADS[name] if grads is None else grads,
+                _NO_TARGETS[name] if out is None else out, block)
+        return run(*args)
+        return run(*args)
 
     def predict(self, X):
         """Class labels for every row of X: the argmax of the output or, for independent
@@ -303,59 +431,51 @@ class Network:
             return labels[:, 0] if self.n_outputs == 1 else labels
         return out.argmax(axis=1)
 
-    def loss(self, X, Y, l2=0.0):
-        """Mean cost over the samples plus ``l2/2 Σ‖W‖²``."""
+    def loss(self, X, Y, l2=0.0, sample_weight=None):
+        """Mean cost over the samples (weighted by ``sample_weight``) plus ``l2/2 Σ‖W‖²``."""
         l2 = check.real("l2", l2, low=0)
         X, Y, _ = self._check_XY(X, Y)
-        if self.backend == "numpy":
-            return reference.loss(self._weights, self._biases, self.activations, self.cost,
-                                  X, Y, l2)
-        return self._cost_and_output(X, Y)[0] + reference.l2_penalty(self._weights, l2)
+        sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
+        return self._cost_and_output(X, Y, sample_weight)[0] + reference.l2_penalty(
+            self._weights, l2)
 
-    def _cost_and_output(self, X, Y):
+    def _cost_and_output(self, X, Y, sample_weight=None):
         """``(mean data cost, ŷ)`` from one forward pass over checked X and target rows Y."""
         if self.backend == "numpy":
-            zs, acts = reference.forward(self._weights, self._biases, self.activations, X)
-            return reference.batch_loss(self.cost, zs[-1], acts[-1], Y), acts[-1]
-        _, backprop, _, _, _ = _kernels()
-        n, width = X.shape[0], self.n_outputs
-        ws = self._predict_workspace(min(n, PREDICT_ROWS))
-        first_layer = self._input(X)
-        out = np.empty((n, width), dtype=self.dtype)
-        last = ws.act_offsets[-1]
-        total = 0.0
-        for start in range(0, n, PREDICT_ROWS):
-            rows = np.arange(start, min(n, start + PREDICT_ROWS))
-            total += backprop.batch_cost(self._params, self._offsets, self._sizes,
-                                         *self._codes(), X, rows, Y[rows],
-                                         *first_layer, *ws.forward_buffers(), ws.delta_a[0])
-            # batch_cost leaves ŷ in the last layer's part of the workspace
-            out[start:start + rows.size] = ws.acts[0, last:last + rows.size * width].reshape(
-                rows.size, width)
-        return total / n, out
+            zs, acts = reference.forward(self._weights, self._biases, self.activations,
+                                         _dense(X), **self._reference_kwargs())
+            return reference.batch_loss(self.cost, zs[-1], acts[-1], Y, sample_weight), acts[-1]
+        total, out = self._infer(X, Y, sample_weight)
+        return total / (X.shape[0] if sample_weight is None else float(np.sum(sample_weight))), out
 
-    def gradients(self, X, Y, l2=0.0):
-        """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2)``, shaped like the parameters."""
+    def gradients(self, X, Y, l2=0.0, sample_weight=None):
+        """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2, sample_weight)``, shaped like the
+        parameters."""
         l2 = check.real("l2", l2, low=0)
         X, Y, _ = self._check_XY(X, Y)
+        sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
         if self.backend == "numpy":
             return reference.gradients(self._weights, self._biases, self.activations,
-                                       self.cost, X, Y, l2)
-        grads = self._compiled_gradients(X, Y, l2, self._input(X))
-        return [(np.ascontiguousarray(dW), db.copy()) for dW, db in grads]
+                                       self.cost, _dense(X), Y, l2,
+                                       sample_weight=sample_weight,
+                                       **self._reference_kwargs())
+        grads = self._flat_gradients(X, Y, l2, sample_weight)
+        return [(np.ascontiguousarray(dW), db.copy()) for dW, db in zip(*self._param_views(grads))]
 
-    def _compiled_gradients(self, X, Y, l2, csr):
-        """Gradient views (public layout) from one compiled batch over all of X."""
-        _, backprop, _, _, _ = _kernels()
+    def _flat_gradients(self, X, Y, l2, sample_weight=None):
+        """The gradient of the mean (weighted) cost plus ``l2/2 Σ‖W‖²`` over all of X in the
+        flat parameter layout (what an optimizer such as L-BFGS wants), from one compiled
+        pass split between threads; the summed data cost is left in ``_flat_cost``."""
         n = X.shape[0]
-        ws = _Workspace(self, n)
-        grads = np.empty_like(self._params)
-        backprop.batch_gradients(self._params, self._offsets, self._sizes, *self._codes(),
-                                 X, ws.ident[:n], Y, *csr, l2,
-                                 *ws.forward_buffers(), ws.delta_a[0], ws.delta_b[0], grads,
-                                 0.0, 0, 0, n, 0)
-        return [(grads[o:o + i * j].reshape(i, j).T, grads[o + i * j:o + i * j + j])
-                for o, i, j in zip(self._offsets, self.layer_sizes[:-1], self.layer_sizes[1:])]
+        parts = max(1, min(_threads_now(), n // MIN_PART_ROWS))
+        ws = self._workspace(-(-n // parts), parts)
+        weights = _NO_WEIGHTS[self.dtype.name] if sample_weight is None else sample_weight
+        cfg = _layout().Settings(**dict(_infer_settings()._asdict(),
+                                        optimizer=_kernels()[4].GRADIENT, l2=float(l2)))
+        with _kernel_lock:
+            self._flat_cost = self._run(X, Y, weights, ws.index(n), n, 0, 1, cfg, parts, ws,
+                                        grads=ws.grads)[0]
+            return ws.grads[0].copy()
 
     def evaluate(self, X, y):
         """``{"loss": mean cost, "accuracy": fraction classified right}`` on (X, y): argmax
@@ -383,7 +503,12 @@ class Network:
                     else best["best_params"].copy()}}
 
     def set_training_state(self, state):
-        """Restore what :meth:`training_state` returned (e.g. from a checkpoint)."""
+        """Restore what :meth:`training_state` returned (e.g. from a checkpoint); a damaged
+        state raises ValueError and changes nothing."""
+        if self.backend == "numba":
+            from .io import check_training_state
+
+            check_training_state(state, self._params.size, self.dtype)
         try:
             name = state["optimizer"]
             if name is not None:
@@ -433,7 +558,8 @@ class Network:
 
     @classmethod
     def load(cls, path, backend="numba"):
-        """Read a network saved by :meth:`save`; bad or foreign files raise ValueError."""
+        """Read a network saved by :meth:`save`: a missing file raises FileNotFoundError, a bad
+        or foreign one ValueError."""
         from .io import load_network
 
         return load_network(cls, path, backend=backend)
@@ -443,7 +569,8 @@ class Network:
     def fit(self, X, y, epochs=10, batch_size=64, learning_rate=0.1, optimizer="sgd", l2=0.0,
             dropout=0.0, validation_data=None, shuffle=True, verbose=True, *, momentum=0.9,
             nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, schedule="constant",
-            validation_split=0.0, early_stopping=0, callback=None, initial_epoch=0):
+            validation_split=0.0, early_stopping=0, callback=None, initial_epoch=0,
+            sample_weight=None, _l2_per_weight=False, _stop_when_exploding=True):
         """Train with mini-batch gradient descent; returns (and extends) ``self.history``.
 
         ``y`` is integer labels ``(n,)`` or targets ``(n, n_outputs)``. ``optimizer`` is
@@ -460,6 +587,12 @@ class Network:
         ``initial_epoch`` resumes a run: epochs ``initial_epoch .. epochs - 1`` are trained,
         and schedules see the run's epoch numbers (give ``validation_data`` rather than
         ``validation_split`` to resume exactly: a split is drawn anew by every ``fit``).
+
+        ``sample_weight`` (one non-negative number per sample) makes every batch's cost the
+        weighted mean ``Σ wᵢ Cᵢ / Σ w`` over its samples. (``_l2_per_weight``, for the
+        scikit-learn drop-ins: each batch's L2 term is divided by its weight sum, as
+        scikit-learn's ``alpha``; ``_stop_when_exploding=False`` stops only on non-finite
+        values, as scikit-learn does.)
 
         Optimizer state (momentum velocities, Adam moments) carries over to the next ``fit``
         with the same optimizer, so training can continue in pieces; ``reset_optimizer()``
@@ -487,7 +620,12 @@ class Network:
                 or early_stopping < 0:
             raise ValueError(f"early_stopping must be a number of epochs >= 0, got "
                              f"{early_stopping!r}")
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be callable as callback(epoch, history), got "
+                             f"{callback!r}")
+        _warn_if_unscaled(X)
         X, Y, labels_given = self._check_XY(X, y)
+        sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
         if validation_data is not None and validation_split:
             raise ValueError("give validation_data or validation_split, not both")
         if validation_data is not None:
@@ -503,17 +641,27 @@ class Network:
                                  "leaves no validation or no training samples")
             held_out = self._rng.permutation(X.shape[0])
             X_val, Y_val = X[held_out[:n_val]], Y[held_out[:n_val]]
-            X, Y = X[np.sort(held_out[n_val:])], Y[np.sort(held_out[n_val:])]
+            kept = np.sort(held_out[n_val:])
+            X, Y = X[kept], Y[kept]
+            if sample_weight is not None:
+                sample_weight = sample_weight[kept]
             validation_data = (X_val, Y_val)
         if early_stopping and validation_data is None:
             raise ValueError("early_stopping needs validation_data or validation_split")
         n = X.shape[0]
         batch_size = min(batch_size, n)
-        hyper = dict(momentum=momentum, nesterov=bool(nesterov), beta1=beta1, beta2=beta2,
-                     epsilon=epsilon)
+        settings = dict(optimizer=optimizer, lr=learning_rate, momentum=momentum,
+                        nesterov=bool(nesterov), beta1=beta1, beta2=beta2, eps=epsilon, l2=l2,
+                        l2_per_weight=bool(_l2_per_weight), dropout=dropout,
+                        key=self._dropout_key)
         trainer = (_ReferenceTrainer if self.backend == "numpy" else _CompiledTrainer)(
-            self, X, Y, batch_size, l2, optimizer, hyper, dropout, self._dropout_key)
+            self, X, Y, batch_size, optimizer, settings, sample_weight)
         history = self.history
+        trainer.prepare(verbose)
+        # The cost of the network as it starts, on a sample: the yardstick for divergence.
+        sample = np.arange(min(n, 1024))
+        start_loss = self._cost_and_output(X[sample], Y[sample])[0] + reference.l2_penalty(
+            self._weights, l2 / batch_size if _l2_per_weight else l2)
         bar = _progress(verbose, epochs - initial_epoch, n)
         if early_stopping and (initial_epoch == 0 or self._early_stopping is None):
             # Best validation loss so far, its parameters, epochs since: part of
@@ -527,10 +675,14 @@ class Network:
                     break  # a resumed run that had already stopped
                 lr = _scheduled(schedule, learning_rate, epoch, epochs, history)
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
+                epoch_start = self._params.copy()
                 started = time.perf_counter()
                 cost, accuracy = trainer.epoch(order, lr, bar)
                 seconds = time.perf_counter() - started
-                history.loss.append(cost + reference.l2_penalty(self._weights, l2))
+                # (with _l2_per_weight each batch's L2 term is divided by its weight sum:
+                # the epoch's figure divides by a full batch's size)
+                history.loss.append(cost + reference.l2_penalty(
+                    self._weights, l2 / batch_size if _l2_per_weight else l2))
                 history.accuracy.append(accuracy)
                 history.seconds.append(seconds)
                 history.learning_rate.append(lr)
@@ -543,11 +695,17 @@ class Network:
                     line += (f"  val_loss {scores['loss']:.4f}  "
                              f"val_accuracy {scores['accuracy']:.4f}")
                 # The epoch's loss is measured before each update, so the last update can
-                # break the weights while the loss still looks fine: check both.
-                if not (math.isfinite(history.loss[-1]) and np.isfinite(self._params).all()):
+                # break the weights while the loss still looks fine: check both. A loss
+                # far above the starting network's is divergence too, before it overflows.
+                exploding = _stop_when_exploding and history.loss[-1] > DIVERGED * (
+                    start_loss + 1)
+                if exploding or not (math.isfinite(history.loss[-1])
+                                     and np.isfinite(self._params).all()):
+                    self._params[...] = epoch_start
                     raise FloatingPointError(
                         f"training diverged at epoch {epoch + 1} (loss {history.loss[-1]:.4g}"
-                        "); lower the learning rate")
+                        f", {start_loss:.4g} at the start); lower the learning rate. The "
+                        f"parameters from before epoch {epoch + 1} were kept")
                 if verbose:
                     bar.write(line + f"  {seconds:.2f}s")
                 if best is not None:
@@ -571,6 +729,16 @@ class Network:
         return history
 
 
+def _warn_if_unscaled(X):
+    """Integer inputs above 1 are raw pixel values (MNIST's uint8 0..255): they train very
+    poorly unless scaled, so say so instead of training silently to ~10 %."""
+    if isinstance(X, np.ndarray) and X.dtype.kind in "iu" and X.size and X.max() > 1:
+        import warnings
+
+        warnings.warn(f"X holds integers up to {X.max()}: inputs this large train poorly; "
+                      "scale them first (e.g. X / 255 for pixels)", UserWarning, stacklevel=3)
+
+
 def _scheduled(schedule, lr, epoch, epochs, history):
     if callable(schedule):
         return check.real("the learning rate from schedule", schedule(epoch, lr, history),
@@ -589,97 +757,163 @@ def _threads_now():
 
 
 class _ReferenceTrainer:
-    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper, dropout, key):
-        self.net, self.X, self.Y = net, X, Y
-        self.dropout, self.key = dropout, key
-        self.batch_size, self.l2, self.optimizer, self.hyper = batch_size, l2, optimizer, hyper
+    def prepare(self, verbose):
+        pass  # nothing to compile
+
+    def __init__(self, net, X, Y, batch_size, optimizer, settings, sample_weight):
+        self.net, self.X, self.Y, self.sample_weight = net, _dense(X), Y, sample_weight
+        self.batch_size, self.optimizer, self.settings = batch_size, optimizer, settings
         self.state = net._optimizer_state_for(optimizer, dict)
 
     def epoch(self, order, lr, bar):
-        net = self.net
+        net, s = self.net, self.settings
         cost, accuracy = reference.train_epoch(
             net._weights, net._biases, net.activations, net.cost, self.X, self.Y, order,
-            self.batch_size, lr, self.l2, self.optimizer, self.state, self.dropout, self.key,
-            **self.hyper)
+            self.batch_size, lr, s["l2"], self.optimizer, self.state, s["dropout"], s["key"],
+            layers=None if net.is_mlp else net._layers, sample_weight=self.sample_weight,
+            l2_per_weight=s["l2_per_weight"], momentum=s["momentum"],
+            nesterov=s["nesterov"], beta1=s["beta1"], beta2=s["beta2"], epsilon=s["eps"])
         bar.update(order.size)
         return cost, accuracy
 
 
 class _CompiledTrainer:
-    """Workspaces for one fit, allocated once; each call trains a chunk of batches."""
+    """Workspaces for one fit (kept on the network, and reused by the next fit when they
+    are big enough); each call trains a chunk of batches."""
 
-    def __init__(self, net, X, Y, batch_size, l2, optimizer, hyper, dropout, key):
-        training = _kernels()[4]
-        self.dropout, self.key = dropout, key
-        self.net, self.X, self.Y, self.batch_size, self.l2 = net, X, Y, batch_size, l2
-        self.optimizer = training.CODES[optimizer]
-        self.hyper = hyper
-        self.csr = net._input(X)
+    def __init__(self, net, X, Y, batch_size, optimizer, settings, sample_weight):
+        self.training = _kernels()[4]
+        self.net, self.X, self.Y, self.batch_size = net, X, Y, batch_size
+        self.settings = dict(settings, optimizer=self.training.CODES[optimizer])
+        self.sample_weight = (_NO_WEIGHTS[net.dtype.name] if sample_weight is None
+                              else sample_weight)
+        self.weight_total = X.shape[0] if sample_weight is None else None
         # Threads share each batch; a part below MIN_PART_ROWS samples isn't worth a thread.
         self.parts = max(1, min(_threads_now(), batch_size // MIN_PART_ROWS))
         rows = -(-batch_size // self.parts)
-        self.ws = _Workspace(net, rows, self.parts)
-        self.Y_parts = np.empty((self.parts, rows * net.n_outputs), net.dtype)
-        self.grads = np.empty((self.parts, net._params.size), net.dtype)
+        self.ws = net._workspace(rows, self.parts)
         # state1: velocity or Adam's first moment; state2: Adam's second; step: updates made.
         self.state = net._optimizer_state_for(optimizer, lambda: {
             "state1": np.zeros_like(net._params), "state2": np.zeros_like(net._params),
             "step": 0})
-        self.train_batches = training.train_batches
+
+    def prepare(self, verbose):
+        """Compile the kernels for this network's dtype (or load them from numba's cache)
+        before the progress bar starts; the first run in a fresh environment compiles for a
+        while, and says so with the time elapsed instead of showing a frozen bar."""
+        net = self.net
+        ready = bool(self.training.run.signatures)
+        ticker = None if ready or not verbose else _Ticker(
+            "fastmlp: preparing the compiled kernels (the first run compiles them; later "
+            "runs load them from numba's cache)")
+        try:
+            cfg = _layout().Settings(**dict(self.settings, lr=0.0))
+            with _kernel_lock:  # zero batches: compiles or loads, trains nothing
+                net._run(self.X, self.Y, self.sample_weight, np.arange(0), self.batch_size, 0,
+                         0, cfg, self.parts, self.ws, self.state, grads=self.ws.grads)
+        finally:
+            if ticker is not None:
+                ticker.stop()
 
     def epoch(self, order, lr, bar):
-        net, h, ws = self.net, self.hyper, self.ws
+        net, ws = self.net, self.ws
+        cfg = _layout().Settings(**dict(self.settings, lr=lr))
         n_batches = -(-order.size // self.batch_size)
         per_call = max(1, CHUNK_SAMPLES // self.batch_size)
         total, correct = 0.0, 0
         for first in range(0, n_batches, per_call):
             stop = min(n_batches, first + per_call)
-            cost, right = self.train_batches(
-                net._params, net._offsets, net._sizes, *net._codes(), self.X,
-                self.Y, *self.csr, order, self.batch_size, first, stop, self.l2,
-                self.optimizer, lr, h["momentum"], h["nesterov"], h["beta1"], h["beta2"],
-                h["epsilon"], self.state["step"], self.state["state1"], self.state["state2"],
-                self.parts, ws.acts, ws.act_offsets, ws.xbuf, ws.scratch, ws.sp_indptr,
-                ws.sp_indices, ws.sp_data, ws.ident, ws.delta_a, ws.delta_b, self.Y_parts,
-                self.grads, self.dropout, self.key)
+            with _kernel_lock:
+                cost, right = net._run(self.X, self.Y, self.sample_weight, order,
+                                       self.batch_size, first, stop, cfg, self.parts, ws,
+                                       self.state, grads=ws.grads)
             self.state["step"] += stop - first
             total += cost
             correct += right
             bar.update(min(order.size, stop * self.batch_size) - first * self.batch_size)
-        return total / order.size, correct / order.size
+        weight_total = order.size if self.sample_weight.size == 0 else float(
+            np.sum(self.sample_weight[order]))
+        return total / weight_total, correct / order.size
 
 
 class _Workspace:
     """Every buffer a compiled call needs for up to ``rows`` samples per part, allocated
-    once (per fit, or per predict call) and reused by every batch. Training gives each of
-    ``parts`` threads its own row of every buffer."""
+    once and reused by every batch (and by later calls). Each of ``parts`` threads has its
+    own row of every 2-D buffer."""
 
     def __init__(self, net, rows, parts=1):
         self.rows, self.parts, self.params = rows, parts, net._params
-        sizes = net.layer_sizes
-        widths = net._sizes[1:]
-        self.act_offsets = np.concatenate([[0], np.cumsum(widths * rows)[:-1]]).astype(np.int64)
+        from .kernels.conv import conv_work_size as conv
+
+        layers, table = net._layers, net._table
+        widths = [layer.n_out for layer in layers]
+        first = layers[0]
+        n_in = first.n_in
+        dense = [layer for layer in layers if layer.kind == "dense"]
 
         def buffer(size, dtype=net.dtype):
-            return np.empty((parts, size), dtype=dtype)
+            return np.empty((parts, max(1, int(size))), dtype=dtype)
 
-        self.acts = buffer(int(widths.sum()) * rows)
-        self.xbuf = buffer(rows * sizes[0])  # a gathered dense batch
-        # One layer's transposes at a time: its input batch, weights and δ.
-        self.scratch = buffer(max(i * rows + o * i + o * rows
-                                  for i, o in zip(sizes[:-1], sizes[1:])))
-        # The first layer's input batch, transposed, in CSR form.
-        self.sp_indptr = buffer(sizes[0] + 1, np.int64)
-        self.sp_indices = buffer(rows * sizes[0], np.int32)
-        self.sp_data = buffer(rows * sizes[0])
-        self.ident = np.arange(max(rows, max(sizes[:-1])), dtype=np.int64)
-        self.delta_a = buffer(int(widths.max()) * rows)
-        self.delta_b = buffer(int(widths.max()) * rows)
+        # The first layer's input batch in CSR form, and transposed (dense first layers only).
+        sparse = n_in if first.kind == "dense" else 0
+        self.work = _layout().Work(
+            acts=buffer(sum(widths) * rows),
+            xbuf=buffer(rows * n_in),  # a gathered dense batch
+            # One dense layer's transposes at a time: its input batch and δ, or its weights.
+            scratch=buffer(max([max(d.n_in * rows + d.n_out * rows, d.n_in * d.n_out)
+                                for d in dense])),
+            csr_indptr=buffer(rows + 1, np.int64),
+            csr_indices=buffer(rows * sparse, np.int32),
+            csr_data=buffer(rows * sparse),
+            sp_indptr=buffer(sparse + 1, np.int64),
+            sp_indices=buffer(rows * sparse, np.int32),
+            sp_data=buffer(rows * sparse),
+            delta_a=buffer(max(widths) * rows),
+            delta_b=buffer(max(widths) * rows),
+            argmax=buffer(sum(layer.n_out for layer in layers if layer.kind == "pool") * rows,
+                          np.int32),
+            conv=buffer(max([conv(row, rows) for row, layer in zip(table, layers)
+                             if layer.kind == "conv"], default=0)),
+            ident=np.arange(max(rows, n_in), dtype=np.int64))
+        self.Y_parts = buffer(rows * net.n_outputs)
+        self.w_parts = buffer(rows)
+        self._grads = None
+        self._index = np.arange(0)
 
-    def forward_buffers(self):
-        """Part 0's buffers, for the single-part (inference, gradients) kernels."""
-        return (self.acts[0], self.act_offsets, self.xbuf[0], self.scratch[0],
-                self.sp_indptr[0], self.sp_indices[0], self.sp_data[0], self.ident)
+    @property
+    def grads(self):
+        """One gradient vector per part (allocated on first use: inference needs none)."""
+        if self._grads is None:
+            self._grads = np.empty((self.parts, self.params.size), self.params.dtype)
+        return self._grads
+
+    def index(self, n):
+        """``arange(n)``, kept: the row numbers of a prediction."""
+        if self._index.size < n:
+            self._index = np.arange(n, dtype=np.int64)
+        return self._index[:n]
+
+
+class _Ticker:
+    """A line on stderr that counts the seconds until :meth:`stop` (from its own thread:
+    numba compiles in LLVM with the GIL released)."""
+
+    def __init__(self, text, every=1.0):
+        self.text, self.every, self.started = text, every, time.perf_counter()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._done.wait(self.every):
+            print(f"\r{self.text}: {time.perf_counter() - self.started:.0f} s", end="",
+                  file=sys.stderr, flush=True)
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+        print(f"\r{self.text}: done in {time.perf_counter() - self.started:.0f} s",
+              file=sys.stderr, flush=True)
 
 
 class _NoBar:

@@ -1,4 +1,5 @@
-"""A multilayer perceptron in plain numpy: the math, and the ground truth for the kernels.
+"""Feed-forward networks (dense, convolution, max-pooling) in plain numpy: the math, and the
+ground truth for the kernels.
 
 Notation, for one sample (a column vector):
 
@@ -10,6 +11,24 @@ reads ``Z = A Wᵀ + b``. Backpropagation is the chain rule, one layer at a time
     δᴸ = ∂C/∂zᴸ                             (softmax + cross-entropy: (ŷ - y) / n)
     ∂C/∂Wˡ = δˡᵀ aˡ⁻¹ (+ l2 Wˡ),   ∂C/∂bˡ = Σ_samples δˡ
     δˡ⁻¹ = (δˡ Wˡ) ⊙ fˡ⁻¹'(aˡ⁻¹)
+
+Convolution (PyTorch's ``Conv2d``: cross-correlation) maps channels ``c`` of an image
+``a[c, y, x]`` to feature maps ``f``, with ``Wˡ`` of shape ``(F, C, kh, kw)``, stride ``s``,
+and ``ap`` the input zero-padded by ``p`` on every side:
+
+    zˡ[f, i, j] = bˡ[f] + Σ_{c,u,v} Wˡ[f, c, u, v] · ap[c, i·s + u, j·s + v]
+    OH = (H + 2p - kh) // s + 1      (floored: a window that would overhang is dropped)
+
+Its backward is the same sum read the other way round:
+
+    ∂C/∂Wˡ[f, c, u, v] = Σ_{i,j} δˡ[f, i, j] · ap[c, i·s + u, j·s + v]
+    ∂C/∂bˡ[f] = Σ_{i,j} δˡ[f, i, j]
+    ∂C/∂ap[c, i·s + u, j·s + v] += Σ_f δˡ[f, i, j] · Wˡ[f, c, u, v]   (then cut the padding)
+
+Max-pooling (size ``k``, stride ``s``) keeps each window's maximum and remembers the winner;
+the gradient flows back to the winner alone (summed where overlapping windows share one):
+
+    z[c, i, j] = max_{u,v} a[c, i·s + u, j·s + v],    ∂C/∂a[winner of (c, i, j)] += δ[c, i, j]
 
 Every function here is vectorized over the batch and takes the parameters as lists of arrays
 in the public layout. This is ``Network(backend="numpy")``, and the compiled kernels in
@@ -57,6 +76,14 @@ def identity_derivative(a):
     return np.ones_like(a)
 
 
+def exp(z):
+    return np.exp(z)
+
+
+def exp_derivative(a):
+    return a  # (eᶻ)' = eᶻ
+
+
 def softmax(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -75,10 +102,13 @@ ACTIVATIONS = {
     "tanh": (tanh, tanh_derivative),
     "identity": (identity, identity_derivative),
     "softmax": (softmax, None),
+    "exp": (exp, exp_derivative),
 }
-COSTS = ("cross_entropy", "mse", "binary_cross_entropy")
+COSTS = ("cross_entropy", "mse", "binary_cross_entropy", "poisson")
 # Each cost's output activation, where it needs one: these pairs have δᴸ = (ŷ - y) / n.
-OUTPUT_FOR_COST = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+# (poisson: the half Poisson deviance of scikit-learn's MLPRegressor, with its log link.)
+OUTPUT_FOR_COST = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid",
+                   "poisson": "exp"}
 
 
 def activation_backward(name, a, grad_a):
@@ -122,34 +152,57 @@ def dropout_mask(p, key, step, layer, shape, dtype):
 # --- forward ------------------------------------------------------------------------------
 
 
-def forward(weights, biases, activations, X, dropout=0.0, key=0, step=0):
+def forward(weights, biases, activations, X, dropout=0.0, key=0, step=0, layers=None):
     """Return ``(zs, acts)``: every layer's pre-activation and ``[a⁰ = X, a¹, ..., aᴸ]``.
 
-    With ``dropout > 0`` (training) hidden activations are multiplied by their dropout mask.
+    ``layers`` describes a network with convolution or pooling (the records of
+    :func:`fastmlp.layers.plan`); without it every layer is dense. Batches stay flat rows
+    ``(n, C·H·W)`` between layers. With ``dropout > 0`` (training) the outputs of hidden layers
+    with parameters are multiplied by their dropout mask.
     """
     zs, acts = [], [X]
     a = X
-    last = len(weights) - 1
-    for layer, (W, b, name) in enumerate(zip(weights, biases, activations)):
-        z = a @ W.T + b
+    kinds = _kinds(layers, len(weights))
+    params = iter(zip(weights, biases, activations))
+    for index, kind in enumerate(kinds):
+        n = a.shape[0]
+        if kind == "pool":
+            spec = layers[index].spec
+            z = maxpool2d(a.reshape(n, *layers[index].in_shape), spec.size,
+                          spec.stride)[0].reshape(n, -1)
+            zs.append(z)
+            acts.append(z)
+            a = z
+            continue
+        W, b, name = next(params)
+        if kind == "conv":
+            spec = layers[index].spec
+            z = conv2d(a.reshape(n, *layers[index].in_shape), W, b, spec.stride,
+                       spec.padding).reshape(n, -1)
+        else:
+            z = a @ W.T + b
         a = ACTIVATIONS[name][0](z)
-        if dropout and layer < last:
-            a = a * dropout_mask(dropout, key, step, layer, a.shape, a.dtype)
+        if dropout and index < len(kinds) - 1:
+            a = a * dropout_mask(dropout, key, step, index, a.shape, a.dtype)
         zs.append(z)
         acts.append(a)
     return zs, acts
 
 
-def predict_proba(weights, biases, activations, X):
-    return forward(weights, biases, activations, X)[1][-1]
+def _kinds(layers, n_weights):
+    return ["dense"] * n_weights if layers is None else [layer.kind for layer in layers]
+
+
+def predict_proba(weights, biases, activations, X, layers=None):
+    return forward(weights, biases, activations, X, layers=layers)[1][-1]
 
 
 # --- cost ---------------------------------------------------------------------------------
 
 
-def loss(weights, biases, activations, cost, X, Y, l2=0.0):
+def loss(weights, biases, activations, cost, X, Y, l2=0.0, layers=None):
     """Mean cost over the batch, plus ``l2/2 Σ‖W‖²``. ``Y`` holds one target row per sample."""
-    zs, acts = forward(weights, biases, activations, X)
+    zs, acts = forward(weights, biases, activations, X, layers=layers)
     return batch_loss(cost, zs[-1], acts[-1], Y) + l2_penalty(weights, l2)
 
 
@@ -159,14 +212,18 @@ def l2_penalty(weights, l2):
     return 0.5 * l2 * float(sum(np.sum(W.astype(np.float64) ** 2) for W in weights))
 
 
-def output_delta(cost, activation, out, Y):
-    """δᴸ = ∂C/∂zᴸ for the mean cost over the batch."""
-    n = out.shape[0]
+def output_delta(cost, activation, out, Y, sample_weight=None):
+    """δᴸ = ∂C/∂zᴸ for the mean cost over the batch (weighted: Σ wᵢ Cᵢ / Σ w)."""
+    n, cols = out.shape
+    if sample_weight is None:
+        scale = np.full((n, 1), 1.0 / n)
+    else:
+        scale = (sample_weight / np.sum(sample_weight)).reshape(n, 1)
     if cost in OUTPUT_FOR_COST:
-        # Softmax + cross-entropy, sigmoid + binary cross-entropy: the activation's Jacobian
-        # and the 1/ŷ of the log cancel exactly.
-        return (out - Y) / out.dtype.type(n)
-    grad_out = 2 * (out - Y) / out.dtype.type(out.size)
+        # Softmax + cross-entropy, sigmoid + binary cross-entropy, exp + Poisson: the
+        # activation's Jacobian and the derivative of the cost cancel exactly.
+        return ((out - Y) * scale).astype(out.dtype)
+    grad_out = (2 * (out - Y) * scale / cols).astype(out.dtype)
     return activation_backward(activation, out, grad_out)
 
 
@@ -174,33 +231,59 @@ def output_delta(cost, activation, out, Y):
 
 
 def gradients(weights, biases, activations, cost, X, Y, l2=0.0, forward_pass=None,
-              dropout=0.0, key=0, step=0):
-    """Return ``[(∂C/∂W, ∂C/∂b), ...]`` for every layer, by the chain rule.
+              dropout=0.0, key=0, step=0, layers=None, sample_weight=None):
+    """Return ``[(∂C/∂W, ∂C/∂b), ...]`` for every layer with parameters, by the chain rule.
 
     ``forward_pass`` may carry ``(zs, acts)`` already computed (training reuses it for the
     loss); with dropout it must be the pass made with the same ``dropout, key, step``.
     """
     if forward_pass is None:
-        forward_pass = forward(weights, biases, activations, X, dropout, key, step)
+        forward_pass = forward(weights, biases, activations, X, dropout, key, step, layers)
     zs, acts = forward_pass
-    delta = output_delta(cost, activations[-1], acts[-1], Y)
+    kinds = _kinds(layers, len(weights))
+    # Which parameter set (and activation) each layer has; None for pooling.
+    param_of, count = [], 0
+    for kind in kinds:
+        param_of.append(None if kind == "pool" else count)
+        count += kind != "pool"
+    delta = output_delta(cost, activations[-1], acts[-1], Y, sample_weight)
     grads = [None] * len(weights)
-    for layer in reversed(range(len(weights))):
-        W = weights[layer]
-        dW = delta.T @ acts[layer]
-        if l2:
-            dW = dW + W.dtype.type(l2) * W
-        grads[layer] = (dW, delta.sum(axis=0))
-        if layer > 0:
-            below = layer - 1
-            grad_a = delta @ W
-            a = acts[layer]
-            if dropout:
-                # a = f(z) ⊙ mask: the gradient passes through the mask, and f' is taken at
-                # the activation before dropout.
-                grad_a = grad_a * dropout_mask(dropout, key, step, below, a.shape, a.dtype)
-                a = ACTIVATIONS[activations[below]][0](zs[below])
-            delta = activation_backward(activations[below], a, grad_a)
+    for index in reversed(range(len(kinds))):
+        kind, p, a_in = kinds[index], param_of[index], acts[index]
+        n = a_in.shape[0]
+        if kind == "pool":
+            shape = (n, *layers[index].in_shape)
+            spec = layers[index].spec
+            argmax = maxpool2d(a_in.reshape(shape), spec.size, spec.stride)[1]
+            grad_a = maxpool2d_backward(delta.reshape(n, *layers[index].out_shape), argmax,
+                                        shape).reshape(n, -1)
+        else:
+            W = weights[p]
+            if kind == "conv":
+                spec = layers[index].spec
+                dX, dW, db = conv2d_backward(a_in.reshape(n, *layers[index].in_shape), W,
+                                             delta.reshape(n, *layers[index].out_shape),
+                                             spec.stride, spec.padding)
+                grad_a = dX.reshape(n, -1)
+            else:
+                dW, db = delta.T @ a_in, delta.sum(axis=0)
+                grad_a = delta @ W
+            if l2:
+                dW = dW + W.dtype.type(l2) * W
+            grads[p] = (dW, db)
+        if index == 0:
+            break
+        below = index - 1
+        if param_of[below] is None:
+            delta = grad_a  # pooling has no activation
+            continue
+        name = activations[param_of[below]]
+        if dropout:
+            # a = f(z) ⊙ mask: the gradient passes through the mask, and f' is taken at
+            # the activation before dropout.
+            grad_a = grad_a * dropout_mask(dropout, key, step, below, a_in.shape, a_in.dtype)
+            a_in = ACTIVATIONS[name][0](zs[below])
+        delta = activation_backward(name, a_in, grad_a)
     return grads
 
 
@@ -242,27 +325,35 @@ def update(optimizer, params, grads, state, learning_rate, momentum=0.9, nestero
 
 
 def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, learning_rate,
-                l2=0.0, optimizer="sgd", state=None, dropout=0.0, key=0, **hyper):
+                l2=0.0, optimizer="sgd", state=None, dropout=0.0, key=0, layers=None,
+                sample_weight=None, l2_per_weight=False, **hyper):
     """One pass over ``X[order]`` in mini-batches.
 
     Returns ``(mean training cost, fraction of samples classified right)``, both measured
-    on each batch just before its update (with dropout on), as the compiled loop does.
+    on each batch just before its update (with dropout on), as the compiled loop does; the
+    cost is weighted by ``sample_weight`` when given. ``l2_per_weight`` divides each batch's
+    L2 term by the batch's weight sum (its size without weights): scikit-learn's ``alpha``.
     """
     state = {} if state is None else state
     total, correct = 0.0, 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         xb, yb = X[idx], Y[idx]
+        wb = None if sample_weight is None else sample_weight[idx]
         step = state.get("step", 0)
-        zs, acts = forward(weights, biases, activations, xb, dropout, key, step)
-        total += batch_loss(cost, zs[-1], acts[-1], yb) * len(idx)
+        zs, acts = forward(weights, biases, activations, xb, dropout, key, step, layers)
+        costs = sample_costs(cost, zs[-1], acts[-1], yb)
+        total += float(np.sum(costs if wb is None else wb * costs))
         correct += int(np.sum(classified_right(cost, acts[-1], yb)))
-        grads = gradients(weights, biases, activations, cost, xb, yb, l2, (zs, acts),
-                          dropout, key, step)
+        l2_batch = l2 / (len(idx) if wb is None else float(np.sum(wb))) if l2_per_weight \
+            else l2
+        grads = gradients(weights, biases, activations, cost, xb, yb, l2_batch, (zs, acts),
+                          dropout, key, step, layers, wb)
         flat_grads = [g for pair in grads for g in pair]
         params = [p for pair in zip(weights, biases) for p in pair]
         update(optimizer, params, flat_grads, state, learning_rate, **hyper)
-    return total / len(order), correct / len(order)
+    n_total = len(order) if sample_weight is None else float(np.sum(sample_weight[order]))
+    return total / n_total, correct / len(order)
 
 
 def classified_right(cost, out, Y):
@@ -273,14 +364,118 @@ def classified_right(cost, out, Y):
     return out.argmax(axis=1) == Y.argmax(axis=1)
 
 
-def batch_loss(cost, z_out, out, Y):
-    """The data part of the cost (no l2) from a forward pass already made."""
+def batch_loss(cost, z_out, out, Y, sample_weight=None):
+    """The data part of the cost (no l2) from a forward pass already made: the mean of
+    :func:`sample_costs`, weighted by ``sample_weight`` when given."""
+    return float(np.average(sample_costs(cost, z_out, out, Y), weights=sample_weight))
+
+
+def sample_costs(cost, z_out, out, Y):
+    """Each sample's cost, shape ``(n,)``, in float64."""
+    z_out, out, Y = (np.asarray(v, dtype=np.float64) for v in (z_out, out, Y))
     if cost == "cross_entropy":
         # log ŷ from z directly (log-softmax): finite even where ŷ underflows to 0.
-        return float(-np.sum(Y * log_softmax(z_out)) / len(Y))
+        return -np.sum(Y * log_softmax(z_out), axis=1)
     if cost == "binary_cross_entropy":
         # -[y log σ(z) + (1-y) log(1-σ(z))] = y softplus(-z) + (1-y) softplus(z), summed over
-        # outputs, averaged over samples (scikit-learn's binary log-loss).
-        return float(np.sum(Y * np.logaddexp(0, -z_out) + (1 - Y) * np.logaddexp(0, z_out))
-                     / len(Y))
-    return float(np.mean((out - Y) ** 2))
+        # outputs (scikit-learn's binary log-loss).
+        return np.sum(Y * np.logaddexp(0, -z_out) + (1 - Y) * np.logaddexp(0, z_out), axis=1)
+    if cost == "poisson":
+        # Half the Poisson deviance, y log(y/ŷ) - y + ŷ with log ŷ = z, summed over outputs
+        # (scikit-learn's poisson_loss); y log y is 0 at y = 0.
+        y_log_y = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1)), 0)
+        return np.sum(y_log_y - Y * z_out - Y + np.exp(z_out), axis=1)
+    return np.mean((out - Y) ** 2, axis=1)
+
+
+# --- convolution and max-pooling ----------------------------------------------------------
+# Images are (n, C, H, W) arrays. Every formula below indexes one sample; numpy carries the
+# batch axis along. Windows are read through sliding_window_view: no copies, no index maths.
+
+
+def _pair(v):
+    """``k`` or ``(kh, kw)`` -> ``(kh, kw)``."""
+    return (int(v), int(v)) if np.ndim(v) == 0 else (int(v[0]), int(v[1]))
+
+
+def _windows(X, kh, kw, stride):
+    """``win[n, c, i, j, u, v] = X[n, c, i·sh + u, j·sw + v]``: every (floored) window."""
+    sh, sw = stride
+    return np.lib.stride_tricks.sliding_window_view(X, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def _pad(X, padding):
+    ph, pw = padding
+    return np.pad(X, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def conv2d(X, W, b, stride=1, padding=0):
+    """``Z[f, i, j] = b[f] + Σ_{c,u,v} W[f, c, u, v] · Xp[c, i·s + u, j·s + v]``.
+
+    ``X (n, C, H, W)``, ``W (F, C, kh, kw)``, ``b (F,)`` -> ``Z (n, F, OH, OW)``; ``Xp`` is
+    ``X`` zero-padded by ``padding`` on every side. ``stride`` and ``padding`` are ints or
+    ``(h, w)`` pairs.
+    """
+    kh, kw = W.shape[2:]
+    win = _windows(_pad(X, _pair(padding)), kh, kw, _pair(stride))
+    return np.einsum("ncijuv,fcuv->nfij", win, W, optimize=True) + b[:, None, None]
+
+
+def conv2d_backward(X, W, delta, stride=1, padding=0):
+    """``(∂C/∂X, ∂C/∂W, ∂C/∂b)`` of :func:`conv2d`, given ``delta = ∂C/∂Z (n, F, OH, OW)``.
+
+    ``∂C/∂W[f, c, u, v] = Σ_{n,i,j} δ[f, i, j] Xp[c, i·s + u, j·s + v]``,
+    ``∂C/∂b[f] = Σ_{n,i,j} δ[f, i, j]``, and every window hands its δ back to the pixels it
+    read: ``∂C/∂Xp[c, i·s + u, j·s + v] += Σ_f δ[f, i, j] W[f, c, u, v]``, then the padding
+    is cut off.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = W.shape[2:], _pair(stride), _pair(padding)
+    Xp = _pad(X, (ph, pw))
+    dW = np.einsum("nfij,ncijuv->fcuv", delta, _windows(Xp, kh, kw, (sh, sw)), optimize=True)
+    db = delta.sum(axis=(0, 2, 3))
+    # Per window position (u, v) the contributions land on a strided grid of Xp: no two
+    # outputs (i, j) of one (u, v) share a pixel, so a slice += is exact.
+    per_window = np.einsum("nfij,fcuv->ncuvij", delta, W, optimize=True)
+    dXp = np.zeros_like(Xp)
+    oh, ow = delta.shape[2:]
+    for u in range(kh):
+        for v in range(kw):
+            dXp[:, :, u:u + sh * oh:sh, v:v + sw * ow:sw] += per_window[:, :, u, v]
+    H, Wd = X.shape[2:]
+    return dXp[:, :, ph:ph + H, pw:pw + Wd], dW, db
+
+
+def maxpool2d(X, size, stride=None):
+    """``Z[c, i, j] = max_{u,v} X[c, i·s + u, j·s + v]`` and where each maximum came from.
+
+    ``X (n, C, H, W)`` -> ``(Z (n, C, OH, OW), argmax (n, C, OH, OW))``; ``size`` and
+    ``stride`` (default: ``size``) are ints or pairs. ``argmax`` is the winner's flat index
+    into its sample's input, ``c·H·W + y·W + x``. Ties go to the first maximum in row-major
+    window order (smallest ``u``, then smallest ``v``), which is ``np.argmax``'s rule.
+    """
+    kh, kw = _pair(size)
+    sh, sw = _pair(size if stride is None else stride)
+    n, C, H, W = X.shape
+    win = _windows(X, kh, kw, (sh, sw))
+    oh, ow = win.shape[2:4]
+    flat = win.reshape(n, C, oh, ow, kh * kw)
+    k = flat.argmax(axis=4)
+    Z = np.take_along_axis(flat, k[..., None], axis=4)[..., 0]
+    u, v = np.divmod(k, kw)
+    i = np.arange(oh)[:, None]
+    j = np.arange(ow)[None, :]
+    argmax = np.arange(C)[:, None, None] * (H * W) + (i * sh + u) * W + (j * sw + v)
+    return Z, argmax
+
+
+def maxpool2d_backward(delta, argmax, input_shape):
+    """``∂C/∂X`` of :func:`maxpool2d`: each output's δ goes to its window's winner alone.
+
+    ``delta`` and ``argmax`` are ``(n, C, OH, OW)``; ``input_shape`` is ``X.shape``. Where
+    windows overlap (stride < size) one pixel can win several of them: its gradients add up.
+    """
+    n = input_shape[0]
+    dX = np.zeros((n, int(np.prod(input_shape[1:]))), dtype=delta.dtype)
+    rows = np.broadcast_to(np.arange(n)[:, None], (n, delta[0].size))
+    np.add.at(dX, (rows, argmax.reshape(n, -1)), delta.reshape(n, -1))
+    return dX.reshape(input_shape)

@@ -14,31 +14,46 @@ How it maps onto scikit-learn, and where it differs:
   float64 otherwise (ints, float64, lists...). Pass float32 data for the fastest fit.
 * **solvers**: ``"adam"`` and ``"sgd"`` (momentum and Nesterov, ``learning_rate`` schedules
   ``constant``, ``invscaling``, ``adaptive``) follow scikit-learn's update rules step for
-  step. ``"lbfgs"`` is not supported: ``fit`` raises ValueError (``max_fun`` is accepted and
-  ignored, as scikit-learn ignores it for the stochastic solvers).
-* **alpha**: scikit-learn adds ``alpha / (2 * batch_size) * sum ||W||^2`` to each batch's mean
-  loss; fastmlp's ``l2`` is the same term written as ``l2 / 2 * sum ||W||^2``, so
-  ``l2 = alpha / batch_size``. (scikit-learn divides the last, shorter batch's term by its own
-  size; here every batch uses the full batch size.) With ``shuffle=False`` and a batch size
-  that divides the data, the weights after each epoch equal scikit-learn's to rounding error
-  (tests/test_sklearn.py checks it); ``loss_`` then differs only in that its alpha term uses
-  the weights at the end of the epoch rather than at each batch.
-* **regression** (identity output, squared error): scikit-learn's gradient is that of
-  ``sum_outputs (y - y_hat)^2 / (2 n)`` while fastmlp's MSE averages over outputs too, so its
-  gradient is ``2 / n_outputs`` times scikit-learn's. The wrapper rescales the learning rate
-  (sgd), epsilon (adam) and l2 so that the updates are scikit-learn's exactly. ``loss_`` is
-  scikit-learn's (half the mean squared error, plus the alpha term). Only
-  ``loss="squared_error"`` is supported (not ``"poisson"``).
+  step. ``"lbfgs"`` runs ``scipy.optimize.minimize(method="L-BFGS-B")`` on the network's
+  full-batch loss and gradient, with scikit-learn's objective, ``max_iter``, ``max_fun``,
+  ``tol`` and warnings (scipy is needed: ``pip install "fastmlp[sklearn]"``). Beyond
+  scikit-learn, ``loss_curve_`` is also kept for lbfgs (the loss after each iteration).
+* **alpha**: scikit-learn adds ``alpha / (2 * sw_sum) * sum ||W||^2`` to each batch's mean
+  loss, ``sw_sum`` being the batch's size (or its weight sum with ``sample_weight``), the short
+  last batch included; the network gets exactly that (``l2=alpha`` with
+  ``_l2_per_weight=True``). Without shuffling the weights after each epoch equal
+  scikit-learn's to rounding (tests/test_sklearn.py); ``loss_`` differs only in that its
+  alpha term uses the weights at the end of the epoch rather than at each batch.
+* **regression**: squared error with an identity output, or ``loss="poisson"`` (half Poisson
+  deviance with an exp output, fastmlp's fused ``poisson`` cost). For squared error
+  scikit-learn's gradient is that of ``sum_outputs (y - y_hat)^2 / (2 n)`` while fastmlp's MSE
+  averages over outputs too, so its gradient is ``2 / n_outputs`` times scikit-learn's. The
+  wrapper rescales the learning rate (sgd), epsilon (adam) and l2 so that the updates are
+  scikit-learn's exactly. ``loss_`` is scikit-learn's (half the mean squared error, plus the
+  alpha term).
 * **binary and multi-label classification**: logistic outputs trained on scikit-learn's
   binary log-loss (fastmlp's ``binary_cross_entropy`` cost, fused with the sigmoid as in
   scikit-learn), so ``coefs_[-1]`` has scikit-learn's shape ``(n_hidden, n_outputs)`` and
   the updates are scikit-learn's.
+* **sample_weight** (``fit`` and ``partial_fit``, scikit-learn's argument order): each batch's
+  cost is the weighted mean ``sum w_i C_i / sum_batch w``, as scikit-learn's; early stopping
+  splits the weights with the data and scores the validation set with them. Negative weights
+  are refused (scikit-learn accepts them, but they make the loss unbounded below). ``loss_``
+  is then the epoch's weighted mean cost (scikit-learn's averages the batches' weighted means).
 * **early stopping** splits off ``validation_fraction`` with ``train_test_split`` exactly as
   scikit-learn does (stratified for binary targets), scores each epoch, and restores the best
-  weights. Initialization is scikit-learn's (Glorot-uniform weights *and* biases), drawn from
-  the same ``random_state`` stream; shuffling uses fastmlp's own generator, seeded from it.
-* **sparse** ``X`` (CSR/CSC) is accepted and densified (fastmlp's first layer then trains
-  from its own CSR copy when X is mostly zeros). ``sample_weight`` is not supported.
+  weights. A run that diverges records what scikit-learn records (``nan`` validation scores
+  and losses) until ``max_iter`` and keeps the best weights. Initialization is
+  scikit-learn's (Glorot-uniform weights *and* biases), drawn from the same ``random_state``
+  stream; shuffling uses fastmlp's own generator, seeded from it.
+* **sparse** ``X`` of any scipy sparse format goes to the network as CSR, never densified
+  (``lbfgs`` densifies: it is meant for small data).
+* **custom initialization**: ``coefs_`` and ``intercepts_`` set by hand before the first
+  ``partial_fit`` (or ``fit`` with ``warm_start=True``) are the starting weights.
+* **dropout** (beyond scikit-learn, stochastic solvers only): ``dropout=p`` zeroes each
+  hidden unit with probability ``p`` during training (inverted dropout: kept units are scaled
+  by ``1/(1-p)``, so prediction needs no change). A sequence gives one rate per hidden layer;
+  until :class:`fastmlp.Network` takes per-layer rates they must all be equal.
 * ``coefs_[k]`` (``(n_in, n_out)``, scikit-learn's layout) and ``intercepts_[k]`` are views of
   the network's parameters: ``coefs_[k] is`` the transpose of ``network_.weights[k]``.
   Editing them in place, or replacing them, changes the model. ``network_`` is the
@@ -58,11 +73,12 @@ from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 
 try:
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 except ImportError:  # pragma: no cover - scikit-learn < 1.6
     raise ImportError(f"fastmlp.sklearn needs scikit-learn >= 1.6 (found "
                       f"{sklearn.__version__}); pip install -U scikit-learn") from None
@@ -74,22 +90,25 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 # scikit-learn's activation names -> fastmlp's.
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+# The network's output activation -> its cost (scikit-learn's losses, each with its
+# canonical output so that δᴸ = (ŷ - y)/n as in scikit-learn's _backprop).
+_COST_FOR_OUTPUT = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy",
+                    "exp": "poisson", "identity": "mse"}
+_DIVERGED = ("Solver produced non-finite parameter weights. The input data may contain large "
+             "values and need to be preprocessed.")
 
 
-def _lbfgs_error(solver):
-    return ValueError(
-        f"solver={solver!r} is not supported by fastmlp.sklearn: fastmlp trains with "
-        "mini-batch gradient descent only. Use solver='adam' or solver='sgd' (or "
-        "sklearn.neural_network for L-BFGS).")
+def _network_input(X):
+    """X for the network: any scipy sparse format becomes CSR (the network's first layer
+    reads it without densifying), anything else passes as it is."""
+    return X.tocsr() if hasattr(X, "tocsr") else X
 
 
 class _BaseMLP(BaseEstimator):
-    """What the classifier and the regressor share: parameters, the training loop, state."""
+    """What the classifier and the regressor share: parameters, the training loops, state."""
 
     def _check_params(self):
         self._validate_params()  # scikit-learn's own constraints, messages and error types
-        if self.solver == "lbfgs":
-            raise _lbfgs_error(self.solver)
         if self.solver == "sgd" and self.momentum >= 1:
             raise ValueError(f"momentum must be < 1 for fastmlp, got {self.momentum!r}")
         hidden = self.hidden_layer_sizes
@@ -97,7 +116,29 @@ class _BaseMLP(BaseEstimator):
         if any(not isinstance(h, numbers.Integral) or isinstance(h, bool) or h <= 0
                for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        self._dropout_rate(len(hidden))
         return [int(h) for h in hidden]
+
+    def _dropout_rate(self, n_hidden):
+        """The network's dropout rate from ``dropout`` (a float, or one per hidden layer)."""
+        rates = self.dropout
+        if isinstance(rates, numbers.Real):
+            rates = [float(rates)] * n_hidden
+        else:
+            rates = [r for r in np.asarray(rates, dtype=object).ravel()]
+            if len(rates) != n_hidden or any(
+                    isinstance(r, bool) or not isinstance(r, numbers.Real)
+                    or not 0 <= r < 1 for r in rates):
+                raise ValueError(f"dropout must be a float in [0, 1) or one such float per "
+                                 f"hidden layer ({n_hidden}), got {self.dropout!r}")
+            if len(set(rates)) > 1:
+                raise ValueError(f"dropout={self.dropout!r}: different rates per hidden layer "
+                                 "are not supported yet by fastmlp.Network; give one float")
+        rate = rates[0] if rates else 0.0
+        if rate and self.solver == "lbfgs":
+            raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver "
+                             "(solver='adam' or 'sgd'); lbfgs minimizes the deterministic loss")
+        return float(rate)
 
     # --- the network and the public views of it ---------------------------------------------
 
@@ -111,6 +152,20 @@ class _BaseMLP(BaseEstimator):
             intercepts.append(rng.uniform(-bound, bound, fan_out))
         return coefs, intercepts
 
+    def _user_init(self, layer_units):
+        """``coefs_``/``intercepts_`` set by hand before the first fit, checked against the
+        layer sizes the data and ``hidden_layer_sizes`` give."""
+        coefs, intercepts = list(self.coefs_), list(getattr(self, "intercepts_", []))
+        expected = [(i, o) for i, o in zip(layer_units[:-1], layer_units[1:])]
+        shapes = [np.shape(W) for W in coefs]
+        if shapes != expected or [np.shape(b) for b in intercepts] != [(o,) for _, o in
+                                                                       expected]:
+            raise ValueError(f"coefs_ set before fitting have shapes {shapes} (intercepts_ "
+                             f"{[np.shape(b) for b in intercepts]}); this data and "
+                             f"hidden_layer_sizes need coefs_ {expected} and intercepts_ "
+                             f"{[(o,) for _, o in expected]}")
+        return coefs, intercepts
+
     def _build(self, layer_units, dtype, init, seed):
         """The network, holding the initial parameters ``init``; ``seed`` drives shuffling."""
         units = list(layer_units)
@@ -122,10 +177,7 @@ class _BaseMLP(BaseEstimator):
         self._sync_public()
 
     def _net_cost(self):
-        # scikit-learn's losses: log-loss for softmax outputs, binary log-loss (summed over
-        # outputs) for logistic ones, squared error otherwise.
-        return {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(
-            self._output_kind, "mse")
+        return _COST_FOR_OUTPUT[self._output_kind]
 
     def _grad_scale(self):
         """c such that scikit-learn's gradient is c times the network's (before alpha)."""
@@ -137,10 +189,8 @@ class _BaseMLP(BaseEstimator):
         """Write scikit-learn-layout parameters into the network."""
         net = self.network_
         for k, (W, b) in enumerate(zip(coefs, intercepts)):
-            W = np.asarray(W)
-            b = np.asarray(b).ravel()
-            net.weights[k] = W.T
-            net.biases[k] = b
+            net.weights[k] = np.asarray(W).T
+            net.biases[k] = np.asarray(b).ravel()
 
     def _sync_public(self):
         """Point coefs_/intercepts_ at the network's parameters (scikit-learn's layout)."""
@@ -181,11 +231,9 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         """The network's output for X, after scikit-learn's input validation."""
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        if hasattr(X, "toarray"):
-            X = X.toarray()
+        X = validate_data(self, X, accept_sparse="csr", reset=False)
         self._push_public()
-        return self.network_.predict_proba(X)
+        return self.network_.predict_proba(_network_input(X))
 
     # --- training -----------------------------------------------------------------------------
 
@@ -196,6 +244,8 @@ class _BaseMLP(BaseEstimator):
         self.out_activation_ = self._sk_out_activation
         self._best_params = None
         self.loss_curve_ = []
+        if self.solver == "lbfgs":
+            return  # scikit-learn keeps no stopping bookkeeping for lbfgs
         self._no_improvement_count = 0
         if self.early_stopping:
             self.validation_scores_ = []
@@ -206,40 +256,104 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, sample_weight, incremental):
         hidden = self._check_params()
+        fitted = "network_" in self.__dict__
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
-        if hasattr(X, "toarray"):
-            X = X.toarray()
+        user_init = not first_pass and not fitted  # coefs_ set by hand, nothing fitted yet
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass or user_init)
+        if sample_weight is not None:
+            # scikit-learn's checks and messages (length, NaN, inf, all zero); negative
+            # weights too, which the network refuses.
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                 ensure_non_negative=True)
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
         self.n_outputs_ = Y.shape[1]
         rng = check_random_state(self.random_state)
-        if first_pass:
+        if first_pass or user_init:
             layer_units = [X.shape[1]] + hidden + [self.n_outputs_]
+            init = self._draw_init(layer_units, rng) if first_pass else self._user_init(
+                layer_units)
             self._initialize(layer_units)
-            init = self._draw_init(layer_units, rng)
         else:
-            if self.early_stopping and self.validation_scores_ is None:
+            if self.solver != "lbfgs" and self.early_stopping and \
+                    getattr(self, "validation_scores_", None) is None:
                 # early_stopping switched on between warm-started fits
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
             self._push_public()
+        if self.solver == "lbfgs":
+            if first_pass or user_init:
+                self._build(layer_units, X.dtype, init, 0)
+            self._fit_lbfgs(X, Y, sample_weight)
+        else:
+            self._fit_stochastic(X, Y, sample_weight, incremental, rng,
+                                 layer_units if (first_pass or user_init) else None,
+                                 init if (first_pass or user_init) else None, len(hidden))
+        self._sync_public()
+        if not all(np.isfinite(p).all() for p in self.coefs_ + self.intercepts_):
+            raise ValueError(_DIVERGED)
+        return self
+
+    # --- lbfgs ----------------------------------------------------------------------------------
+
+    def _fit_lbfgs(self, X, Y, sample_weight):
+        """scikit-learn's ``_fit_lbfgs`` on the network's full-batch loss and gradient."""
+        import scipy.optimize
+
+        try:
+            from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+            extra = _get_additional_lbfgs_options_dict(
+                "iprint", 1 if self.verbose is True or self.verbose >= 1 else -1)
+        except ImportError:  # pragma: no cover - older scikit-learn
+            extra = {}
+        from sklearn.utils.optimize import _check_optimize_result
+
+        net = self.network_
+        if hasattr(X, "toarray"):
+            X = X.toarray()  # lbfgs is for small data; the full-batch gradient reads it dense
+        objective = _Objective(self, X, self._net_targets(Y), sample_weight)
+        losses = self.loss_curve_
+
+        def record(intermediate_result):
+            losses.append(float(intermediate_result.fun))
+
+        result = scipy.optimize.minimize(
+            objective, net._params.astype(np.float64), method="L-BFGS-B", jac=True,
+            callback=record,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                     **extra})
+        self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
+        self.loss_ = result.fun
+        net._params[...] = result.x
+
+    # --- adam, sgd ------------------------------------------------------------------------------
+
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, rng, layer_units, init,
+                        n_hidden):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-
         early_stopping = self.early_stopping
+        sw_train = sw_val = None
         if early_stopping:
             stratify = Y if (self._is_classifier and self.n_outputs_ == 1) else None
-            X_train, X_val, Y_train, Y_val = train_test_split(
-                X, Y, random_state=rng, test_size=self.validation_fraction, stratify=stratify)
+            if sample_weight is None:
+                X_train, X_val, Y_train, Y_val = train_test_split(
+                    X, Y, random_state=rng, test_size=self.validation_fraction,
+                    stratify=stratify)
+            else:
+                X_train, X_val, Y_train, Y_val, sw_train, sw_val = train_test_split(
+                    X, Y, sample_weight, random_state=rng, test_size=self.validation_fraction,
+                    stratify=stratify)
             if X_val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
             y_val = self._val_targets(Y_val)
+            X_val = _network_input(X_val)
         else:
-            X_train, Y_train, X_val, y_val = X, Y, None, None
-        if first_pass:
+            X_train, Y_train, sw_train, X_val, y_val = X, Y, sample_weight, None, None
+        X_train = _network_input(X_train)
+        if layer_units is not None:
             # fastmlp's shuffling is seeded from random_state after the draws scikit-learn
             # makes (initialization, validation split), so those match scikit-learn's.
             self._build(layer_units, X.dtype, init, int(rng.randint(np.iinfo(np.int32).max)))
@@ -258,67 +372,97 @@ class _BaseMLP(BaseEstimator):
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
                               "going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
-        n_batches = -(-n_samples // batch_size)
+        net = self.network_
         scale = self._grad_scale()
-        l2 = self.alpha / (batch_size * scale)
+        # scikit-learn's alpha term: l2/2 ||W||^2 / (the batch's size or weight sum).
+        l2 = self.alpha / scale
+        # scikit-learn trains on through huge losses and stops only at non-finite values.
+        fit_args = {"_l2_per_weight": True, "_stop_when_exploding": False}
+        if sample_weight is not None:
+            fit_args["sample_weight"] = sw_train
+        # loss_'s alpha term: scikit-learn adds each batch's alpha/2 ||W||^2 / sw_sum times
+        # the batch's size, over n_samples (with weights: over the unshuffled batches).
+        starts = range(0, n_samples, batch_size)
+        if sw_train is None:
+            penalty_factor = len(starts) / n_samples
+        else:
+            penalty_factor = sum(min(batch_size, n_samples - s) / sw_train[s:s + batch_size].sum()
+                                 for s in starts) / n_samples
         net_targets = self._net_targets(Y_train)
         self.n_iter_ = 0
-        net = self.network_
+        # the L2 term the network's History adds to an epoch's loss (per-batch L2: that of
+        # a full batch without weights)
+        l2_in_history = l2 / batch_size  # what Network.fit adds to its history (per-weight L2)
 
         def schedule(epoch, lr, history):
             return self._current_lr * scale if self.solver == "sgd" else self._current_lr
 
         def end_of_epoch(epoch, history):
-            self.n_iter_ += 1
-            data_loss = history.loss[-1] - reference.l2_penalty(net.weights, l2)
-            self._sync_public()
-            self.loss_ = self._sk_loss(data_loss, X_train, Y_train) + self._penalty(
-                n_batches / n_samples)
-            self.t_ += n_samples
-            self.loss_curve_.append(self.loss_)
-            if self.verbose:
-                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-            self._update_no_improvement_count(early_stopping, X_val, y_val)
-            if self.solver == "sgd" and self.learning_rate == "invscaling":
-                self._current_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-            if self._no_improvement_count > self.n_iter_no_change:
-                what = "Validation score" if early_stopping else "Training loss"
-                msg = (f"{what} did not improve more than tol={self.tol:f} for "
-                       f"{self.n_iter_no_change} consecutive epochs.")
-                if self._trigger_stopping(msg):
-                    return True
-                self._no_improvement_count = 0
-            if incremental:
-                return True
-            if self.n_iter_ == self.max_iter:
-                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
-                              "optimization hasn't converged yet." % self.max_iter,
-                              ConvergenceWarning)
-            return False
+            data_loss = history.loss[-1] - reference.l2_penalty(net.weights, l2_in_history)
+            return self._end_of_epoch(data_loss, penalty_factor, n_samples, X_val, y_val,
+                                      sw_val, incremental)
 
         optimizer = "adam" if self.solver == "adam" else (
             "momentum" if self.momentum > 0 else "sgd")
+        epochs = 1 if incremental else self.max_iter
         try:
-            net.fit(X_train, net_targets, epochs=1 if incremental else self.max_iter,
-                    batch_size=batch_size, learning_rate=self._current_lr, optimizer=optimizer,
-                    l2=l2, shuffle=bool(self.shuffle), verbose=False,
-                    momentum=self.momentum if optimizer == "momentum" else 0.9,
+            net.fit(X_train, net_targets, epochs=epochs, batch_size=batch_size,
+                    learning_rate=self._current_lr, optimizer=optimizer, l2=l2,
+                    dropout=self._dropout_rate(n_hidden), shuffle=bool(self.shuffle),
+                    verbose=False, momentum=self.momentum if optimizer == "momentum" else 0.9,
                     nesterov=bool(self.nesterovs_momentum), beta1=self.beta_1,
                     beta2=self.beta_2, epsilon=self.epsilon / scale, schedule=schedule,
-                    callback=end_of_epoch)
+                    callback=end_of_epoch, **fit_args)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         except FloatingPointError:
-            self._sync_public()
-            raise ValueError("Solver produced non-finite parameter weights. The input data "
-                             "may contain large values and need to be preprocessed.") from None
+            # the diverged epoch's own bookkeeping first (the network stopped before it)
+            stop = end_of_epoch(self.n_iter_, net.history)
+            self._diverged(stop, epochs, penalty_factor, n_samples, X_val, y_val, sw_val,
+                           incremental)
         if early_stopping:
             self._restore(self._best_params)
+
+    def _end_of_epoch(self, data_loss, penalty_factor, n_samples, X_val, y_val, sw_val,
+                      incremental):
+        """scikit-learn's bookkeeping after an epoch; True stops training."""
+        self.n_iter_ += 1
         self._sync_public()
-        if not all(np.isfinite(p).all() for p in self.coefs_ + self.intercepts_):
-            raise ValueError("Solver produced non-finite parameter weights. The input data "
-                             "may contain large values and need to be preprocessed.")
-        return self
+        self.loss_ = np.float64(self._sk_loss(data_loss) + self._penalty(penalty_factor))
+        self.t_ += n_samples
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+        self._update_no_improvement_count(X_val, y_val, sw_val)
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            self._current_lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+        if self._no_improvement_count > self.n_iter_no_change:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                   f"{self.n_iter_no_change} consecutive epochs.")
+            if self._trigger_stopping(msg):
+                return True
+            self._no_improvement_count = 0
+        if incremental:
+            return True
+        if self.n_iter_ == self.max_iter:
+            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                          "optimization hasn't converged yet." % self.max_iter,
+                          ConvergenceWarning)
+        return False
+
+    def _diverged(self, stop, epochs, penalty_factor, n_samples, X_val, y_val, sw_val,
+                  incremental):
+        """The network stopped on a non-finite loss or weights. scikit-learn trains on:
+        its weights stay non-finite, every later epoch records nan (loss, validation score)
+        and, nan never counting as 'no improvement', it runs to max_iter. Record the same,
+        without the pointless training; early stopping then keeps the best weights."""
+        # fastmlp.Network keeps the last finite parameters; scikit-learn's are non-finite
+        # from here on (its validation scores are nan, its predictions too).
+        self.network_._params[...] = np.nan
+        while not stop and self.n_iter_ < epochs:
+            stop = self._end_of_epoch(np.nan, penalty_factor, n_samples, X_val, y_val, sw_val,
+                                      incremental)
 
     def _trigger_stopping(self, msg):
         if self.solver != "sgd" or self.learning_rate != "adaptive":
@@ -334,9 +478,9 @@ class _BaseMLP(BaseEstimator):
             print(msg + " Setting learning rate to %f" % self._current_lr)
         return False
 
-    def _update_no_improvement_count(self, early_stopping, X_val, y_val):
-        if early_stopping:
-            score = self._score_val(X_val, y_val)
+    def _update_no_improvement_count(self, X_val, y_val, sw_val):
+        if self.early_stopping:
+            score = self._score_val(X_val, y_val, sw_val)
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % score)
@@ -355,30 +499,30 @@ class _BaseMLP(BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
-    def _score_val(self, X_val, y_val):
+    def _score_val(self, X_val, y_val, sw_val):
         y_pred = self._predict_net(X_val)
         if np.issubdtype(np.asarray(y_pred).dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
-        return self._score_function(y_val, y_pred)
+        return self._score_function(y_val, y_pred, sample_weight=sw_val)
 
     def _snapshot(self):
-        net = self.network_
-        return [W.copy() for W in net.weights], [b.copy() for b in net.biases]
+        return self.network_._params.copy()
 
     def _restore(self, params):
         if params is not None:
-            self.network_.weights, self.network_.biases = params
+            self.network_._params[...] = params
 
     def _penalty(self, per_sample_batches):
         """scikit-learn's alpha term as it enters loss_: each batch adds
-        ``alpha/2 * sum ||W||^2`` (divided by its size, times its size), over n_samples."""
+        ``alpha/2 * sum ||W||^2 / sw_sum`` times its size, over n_samples."""
         if not self.alpha:
             return 0.0
         squares = sum(float(np.sum(np.square(W, dtype=np.float64))) for W in self.coefs_)
         return 0.5 * self.alpha * squares * per_sample_batches
 
-    def _sk_loss(self, data_loss, X_train, Y_train):
-        return data_loss
+    def _sk_loss(self, data_loss):
+        """scikit-learn's loss from the network's mean data cost."""
+        return data_loss  # log-loss, binary log-loss, poisson: the same numbers
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -386,19 +530,76 @@ class _BaseMLP(BaseEstimator):
         return tags
 
 
+class _Objective:
+    """scikit-learn's lbfgs objective ``theta -> (loss, gradient)`` on the network:
+    ``loss = weighted mean cost + alpha/(2 sw_sum) ||W||^2``, gradient
+    ``(sum_i w_i dC_i + alpha W) / sw_sum``, sw_sum the weight sum (n without weights).
+    ``theta`` is the network's flat parameter vector, in whatever layout it keeps.
+
+    The data loss is scikit-learn's own function of the network's output (its log-losses
+    clip probabilities at machine epsilon, which changes where the line search goes when a
+    trial step is extreme); the gradient is the network's."""
+
+    def __init__(self, est, X, targets, sample_weight):
+        from sklearn.neural_network._base import LOSS_FUNCTIONS
+
+        self.net, self.X, self.targets, self.weights = est.network_, X, targets, sample_weight
+        self.sw_sum = X.shape[0] if sample_weight is None else float(sample_weight.sum())
+        self.scale = est._grad_scale()
+        self.alpha = est.alpha
+        self.sk_loss = LOSS_FUNCTIONS[est._sk_loss_name]
+        net = self.net
+        # where each public weight and bias entry sits in the flat vector
+        self.where = [(_flat_index(net._params, W), _flat_index(net._params, b))
+                      for W, b in zip(net.weights, net.biases)]
+        self.is_weight = np.zeros(net._params.size, dtype=bool)
+        for w_idx, _ in self.where:
+            self.is_weight[w_idx] = True
+        self.extra = {} if sample_weight is None else {"sample_weight": sample_weight}
+
+    def __call__(self, theta):
+        net, X, Y = self.net, self.X, self.targets
+        net._params[...] = theta
+        out = net.predict_proba(X)
+        grad = np.empty(theta.size)
+        for (dW, db), (w_idx, b_idx) in zip(net.gradients(X, Y, **self.extra), self.where):
+            grad[w_idx] = dW
+            grad[b_idx] = db
+        grad *= self.scale
+        W = theta[self.is_weight]
+        grad[self.is_weight] += self.alpha / self.sw_sum * W
+        loss = self.sk_loss(Y, out, self.weights) + 0.5 * self.alpha * float(W @ W) / self.sw_sum
+        return float(loss), grad
+
+
+def _flat_index(flat, view):
+    """The indices into ``flat`` of every element of ``view`` (a view of it), shaped like
+    ``view``: ``flat[_flat_index(flat, view)]`` equals ``view``."""
+    item = flat.itemsize
+    start = (view.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // item
+    positions = np.arange(flat.size, dtype=np.int64)
+    return np.lib.stride_tricks.as_strided(
+        positions[start:], shape=view.shape,
+        strides=tuple(s // item * positions.itemsize for s in view.strides)).copy()
+
+
 def _stochastic(estimator):
     return estimator.solver != "lbfgs"
+
+
+# Beyond scikit-learn: dropout, a float in [0, 1) or one per hidden layer.
+_DROPOUT_CONSTRAINT = {"dropout": [Interval(numbers.Real, 0, 1, closed="left"), "array-like"]}
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier``, trained by fastmlp.
 
     Parameters and attributes are scikit-learn's (see the module docstring for the few
-    differences: no ``lbfgs``, no ``sample_weight``). Extra fitted attribute: ``network_``,
-    the :class:`fastmlp.Network` that ``coefs_`` and ``intercepts_`` view.
+    differences), plus ``dropout``. Extra fitted attribute: ``network_``, the
+    :class:`fastmlp.Network` that ``coefs_`` and ``intercepts_`` view.
     """
 
-    _parameter_constraints = dict(_SkMLPClassifier._parameter_constraints)
+    _parameter_constraints = {**_SkMLPClassifier._parameter_constraints, **_DROPOUT_CONSTRAINT}
     _parameter_constraints.pop("loss", None)
     _is_classifier = True
 
@@ -407,7 +608,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -431,9 +633,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dropout = dropout
 
-    # The network's output: softmax (multiclass), a 2-unit softmax standing in for one
-    # logistic unit (binary), or sigmoid units (multi-label).
+    # The network's output: softmax (multiclass), or sigmoid units (binary, multi-label).
     @property
     def _output_kind(self):
         kind = self._label_binarizer.y_type_
@@ -443,13 +645,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _sk_out_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y (labels, or a 2-D indicator
-        matrix for multi-label classification). Returns self."""
-        return self._fit(X, y, incremental=False)
+        matrix for multi-label classification), optionally weighting the samples.
+        Returns self."""
+        return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_stochastic)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current weights and optimizer state.
         ``classes`` (every label that will ever be seen) is required on the first call."""
         self._check_params()
@@ -459,7 +662,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self._label_binarizer.fit(y)
             else:
                 self._label_binarizer.fit(classes)
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def _first_partial_fit_call(self, classes):
         known = getattr(self, "classes_", None)
@@ -476,7 +679,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return False
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+        X, y = validate_data(self, X, y, accept_sparse="csr", multi_output=True,
                              dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -504,10 +707,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _val_targets(self, Y_val):
         return self._label_binarizer.inverse_transform(Y_val)
 
-    def _sk_loss(self, data_loss, X_train, Y_train):
-        return data_loss  # log-loss or binary log-loss: the network's cost is scikit-learn's
-
     _score_function = staticmethod(accuracy_score)
+
+    @property
+    def _sk_loss_name(self):
+        return "log_loss" if self._output_kind == "softmax" else "binary_log_loss"
 
     def _raw(self, out):
         if self.n_outputs_ == 1:
@@ -543,22 +747,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor: scikit-learn's ``MLPRegressor``, trained by fastmlp.
 
-    Squared error with an identity output, one or several targets. ``loss`` accepts only
-    ``"squared_error"``. Extra fitted attribute: ``network_``, the :class:`fastmlp.Network`
-    that ``coefs_`` and ``intercepts_`` view.
+    ``loss="squared_error"`` (identity output, one or several targets) or ``"poisson"``
+    (exp output, half Poisson deviance), plus ``dropout``. Extra fitted attribute:
+    ``network_``, the :class:`fastmlp.Network` that ``coefs_`` and ``intercepts_`` view.
     """
 
-    _parameter_constraints = dict(_SkMLPRegressor._parameter_constraints)
+    _parameter_constraints = {**_SkMLPRegressor._parameter_constraints, **_DROPOUT_CONSTRAINT}
     _is_classifier = False
-    _output_kind = "identity"
-    _sk_out_activation = "identity"
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, loss="squared_error",
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000):
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.loss = loss
@@ -583,25 +786,28 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dropout = dropout
 
-    def _check_params(self):
-        hidden = super()._check_params()
-        if self.loss != "squared_error":
-            raise ValueError(f"loss={self.loss!r} is not supported by fastmlp.sklearn; only "
-                             "loss='squared_error'")
-        return hidden
+    @property
+    def _output_kind(self):
+        return "exp" if self.loss == "poisson" else "identity"
 
-    def fit(self, X, y):
-        """Fit the model to data matrix X and target(s) y. Returns self."""
-        return self._fit(X, y, incremental=False)
+    @property
+    def _sk_out_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y, optionally weighting the samples.
+        Returns self."""
+        return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_stochastic)
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current weights and optimizer state."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, sample_weight, incremental=True)
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+        X, y = validate_data(self, X, y, accept_sparse="csr", multi_output=True,
                              y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -613,10 +819,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _val_targets(self, Y_val):
         return Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
 
-    def _sk_loss(self, data_loss, X_train, Y_train):
+    def _sk_loss(self, data_loss):
+        if self.loss == "poisson":
+            return data_loss  # the network's poisson cost is scikit-learn's half deviance
         return data_loss / 2  # scikit-learn's squared loss is half the mean squared error
 
     _score_function = staticmethod(r2_score)
+
+    @property
+    def _sk_loss_name(self):
+        return self.loss
 
     def _predict_net(self, X):
         out = self.network_.predict_proba(X)

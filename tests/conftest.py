@@ -34,3 +34,24 @@ def data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+_MNIST_CACHE = {}
+
+
+@pytest.fixture
+def mnist(data_dir, monkeypatch):
+    """The real data folder, with the CLI's loader memoized for the whole session: MNIST is
+    decompressed once however many CLI tests run."""
+    from fastmlp import cli
+
+    real = cli._load_data
+
+    def cached(dataset, folder, categories=None, download=True, progress=True):
+        key = (dataset, str(folder), tuple(categories or ()))
+        if key not in _MNIST_CACHE:
+            _MNIST_CACHE[key] = real(dataset, folder, categories, download, progress)
+        return _MNIST_CACHE[key]
+
+    monkeypatch.setattr(cli, "_load_data", cached)
+    return data_dir

@@ -6,7 +6,7 @@ sizes that do not divide the data.
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fastmlp
@@ -28,8 +28,12 @@ def assert_close(actual, expected, dtype, factor=1.0):
 
 @st.composite
 def problems(draw):
-    """A random network description and a batch for it."""
-    n_hidden = draw(st.integers(0, 3))
+    """A random network description and a batch for it.
+
+    At least one hidden layer (dropout and the hidden activations' derivatives are only
+    exercised there), and about half the batches have 32 rows or more: two thread parts of at
+    least MIN_PART_ROWS, so a per-part term counted in every part (L2) shows."""
+    n_hidden = draw(st.integers(1, 3))
     sizes = [draw(st.integers(1, 40))] + [draw(st.integers(1, 33)) for _ in range(n_hidden)]
     cost = draw(st.sampled_from(["cross_entropy", "mse", "binary_cross_entropy"]))
     sizes.append(draw(st.integers(2 if cost == "cross_entropy" else 1, 12)))
@@ -39,7 +43,7 @@ def problems(draw):
     else:
         out = draw(st.sampled_from(HIDDEN + ["softmax"]))
     dtype = draw(st.sampled_from(["float32", "float64"]))
-    n = draw(st.integers(1, 50))
+    n = draw(st.one_of(st.integers(1, 31), st.integers(32, 80)))
     zero_fraction = draw(st.sampled_from([0.0, 0.5, 0.9]))
     seed = draw(st.integers(0, 2**31))
     return sizes, hidden + [out], cost, dtype, n, zero_fraction, seed
@@ -67,8 +71,7 @@ def pair(sizes, activations, cost, dtype, seed):
 @pytest.fixture(params=["dense", "csr"])
 def input_path(request, monkeypatch):
     """Force the first layer's dense or CSR kernels regardless of the data's density."""
-    monkeypatch.setattr(network_module, "CSR_DENSITY", 0.0 if request.param == "dense" else 2.0)
-    monkeypatch.setattr(network_module, "CSR_MIN_ROWS", 0)
+    monkeypatch.setattr(network_module, "SPARSE_BELOW", 0.0 if request.param == "dense" else 2.0)
     return request.param
 
 
@@ -76,8 +79,15 @@ SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+# Always run, whatever the random draws: tanh and sigmoid hidden layers, L2, 64 rows (two
+# thread parts); training with dropout and one batch of all 64 rows.
+TANH_TWO_PARTS = ([9, 12, 7, 4], ["tanh", "sigmoid", "softmax"], "cross_entropy", "float64", 64,
+                  0.5, 1)
+
+
 @SETTINGS
 @given(problem=problems(), l2=st.sampled_from([0.0, 0.3]))
+@example(problem=TANH_TWO_PARTS, l2=0.3)
 def test_forward_loss_gradients_agree(input_path, problem, l2):
     sizes, activations, cost, dtype, n, zero_fraction, seed = problem
     fast, ref = pair(sizes, activations, cost, dtype, seed)
@@ -96,14 +106,17 @@ def test_forward_loss_gradients_agree(input_path, problem, l2):
 @SETTINGS
 @given(problem=problems(), optimizer=st.sampled_from(["sgd", "momentum", "adam"]),
        nesterov=st.booleans(), l2=st.sampled_from([0.0, 0.01]),
-       dropout=st.sampled_from([0.0, 0.0, 0.3]))
-def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2, dropout):
-    """A few optimizer steps (so momentum and Adam state matter), batches that don't divide n,
-    dropout masks drawn identically on both sides."""
+       dropout=st.sampled_from([0.0, 0.0, 0.3]), whole_batch=st.booleans())
+@example(problem=TANH_TWO_PARTS, optimizer="sgd", nesterov=False, l2=0.01, dropout=0.3,
+         whole_batch=True)
+def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2, dropout, whole_batch):
+    """A few optimizer steps (so momentum and Adam state matter), batches that don't divide n
+    or (``whole_batch``) one batch of all n rows, dropout masks drawn identically on both
+    sides."""
     sizes, activations, cost, dtype, n, zero_fraction, seed = problem
     fast, ref = pair(sizes, activations, cost, dtype, seed)
     X, y = make_data(sizes, cost, n, zero_fraction, seed)
-    kw = dict(epochs=2, batch_size=max(1, n // 3 + 1), learning_rate=0.05,
+    kw = dict(epochs=2, batch_size=n if whole_batch else max(1, n // 3 + 1), learning_rate=0.05,
               optimizer=optimizer, nesterov=nesterov, l2=l2, dropout=dropout, verbose=False)
     h_fast, h_ref = fast.fit(X, y, **kw), ref.fit(X, y, **kw)
     for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
@@ -225,16 +238,34 @@ def test_dropout_masks_match_and_have_the_right_rate():
     assert np.mean((other_step == 0) == (A == 0)) < 0.65  # a fresh mask every step
 
 
-def test_dropout_changes_training_but_not_inference():
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_dropout_changes_training_but_not_inference(backend):
     rng = np.random.default_rng(0)
-    X, y = rng.random((64, 12)), rng.integers(0, 3, 64)
-    plain, dropped = (fastmlp.Network([12, 16, 3], seed=2) for _ in range(2))
+    X, y = rng.random((200, 12)), rng.integers(0, 3, 200)
+    plain, dropped = (fastmlp.Network([12, 16, 8, 3], activations=["tanh", "relu", "softmax"],
+                                      backend=backend, dtype="float64", seed=2)
+                      for _ in range(2))
     np.testing.assert_array_equal(plain.predict_proba(X), dropped.predict_proba(X))
     plain.fit(X, y, epochs=1, batch_size=16, verbose=False)
     dropped.fit(X, y, epochs=1, batch_size=16, dropout=0.5, verbose=False)
     assert not np.allclose(plain.weights[0], dropped.weights[0])
-    # predict is deterministic (no dropout at inference)
-    np.testing.assert_array_equal(dropped.predict_proba(X), dropped.predict_proba(X))
+    # No dropout at inference: ŷ is the plain forward pass of the trained parameters (200 rows
+    # take the multi-threaded inference path, 5 rows the single-part one)...
+    params = (dropped.weights, dropped.biases, dropped.activations)
+    unmasked = reference.predict_proba(*params, X)
+    np.testing.assert_allclose(dropped.predict_proba(X), unmasked, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dropped.predict_proba(X[:5]), unmasked[:5], rtol=1e-12,
+                               atol=1e-14)
+    np.testing.assert_allclose(dropped.forward(X)[-1], unmasked, rtol=1e-12, atol=1e-14)
+    Y = np.eye(3)[y]
+    expected_loss = -np.mean(np.sum(Y * np.log(unmasked), axis=1))
+    assert dropped.loss(X, y) == pytest.approx(expected_loss, rel=1e-12)
+    assert dropped.evaluate(X, y)["loss"] == pytest.approx(expected_loss, rel=1e-12)
+    # ...which a dropout mask (any step's) would change.
+    for step in (0, 1):
+        masked = reference.forward(*params, X, dropout=0.5, key=dropped._dropout_key,
+                                   step=step)[1][-1]
+        assert np.abs(masked - unmasked).max() > 1e-2
 
 
 # --- each kernel on its own ---------------------------------------------------------------
@@ -331,7 +362,8 @@ def test_cost_kernel(cost, out, dtype):
     Y[0] = np.eye(5)[1]
     Y[1, 2:] = 1  # several targets on (multi-label); and row 0's z of 120 saturates σ
     A, delta = Z.copy(), np.empty_like(Z)
-    summed = costs.output_delta(costs.CODES[cost], activations.CODES[out], A, Y, 6, delta)
+    summed = costs.output_delta(costs.CODES[cost], activations.CODES[out], A, Y, Y[:0, 0], 6,
+                                 delta)
     expected_out = reference.ACTIVATIONS[out][0](Z)
     assert_close(A, expected_out, name)
     assert np.isfinite(summed)
@@ -360,21 +392,36 @@ def test_early_stopping_restores_the_best_epoch(backend):
     assert len(history.val_loss) == history.epochs
 
 
-def test_validation_split_holds_out_training_samples():
-    X = np.arange(100, dtype=float).reshape(50, 2)
+def test_validation_split_holds_out_training_samples(monkeypatch):
+    X = np.arange(100, dtype=float).reshape(50, 2)  # row i is identified by X[i, 0] = 2i
     y = np.arange(50) % 2
-    seen = []
+    checked, trained = [], []
     net = fastmlp.Network([2, 2], seed=0)
     original = net._check_XY
 
     def spy(X_, Y_):
-        seen.append(np.asarray(X_).shape[0])
+        checked.append(np.asarray(X_).copy())
         return original(X_, Y_)
 
+    class RecordingTrainer(network_module._CompiledTrainer):
+        def __init__(self, net_, X_, *args, **kwargs):
+            trained.append(np.asarray(X_).copy())
+            super().__init__(net_, X_, *args, **kwargs)
+
     net._check_XY = spy
+    monkeypatch.setattr(network_module, "_CompiledTrainer", RecordingTrainer)
     net.fit(X, y, epochs=1, validation_split=0.2, verbose=False)
     history = net.history
     assert len(history.val_accuracy) == 1
+    # fit checked all 50 rows once; the epoch's validation then evaluated 10 of them, and
+    # training saw the other 40: disjoint, together all of X.
+    assert len(checked) == 2 and len(trained) == 1
+    np.testing.assert_array_equal(checked[0], X)
+    held_out, kept = set(checked[1][:, 0]), set(trained[0][:, 0])
+    assert len(checked[1]) == len(held_out) == 10 and len(trained[0]) == len(kept) == 40
+    assert not held_out & kept and held_out | kept == set(X[:, 0])
+    rows = (checked[1][:, 0] // 2).astype(int)
+    assert history.val_loss[0] == pytest.approx(net.evaluate(X[rows], y[rows])["loss"])
     with pytest.raises(ValueError, match="not both"):
         net.fit(X, y, validation_split=0.2, validation_data=(X, y), verbose=False)
     with pytest.raises(ValueError, match="early_stopping needs"):

@@ -7,12 +7,14 @@ error, an IndexError from deep inside, or a message that no longer says what is 
 """
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
 
 import fastmlp
 from fastmlp import Network
+from fastmlp.layers import Conv2D, MaxPool2D
 
 BACKENDS = ["numba", "numpy"]
 N, N_IN, N_HIDDEN, N_OUT = 12, 4, 5, 3
@@ -89,8 +91,15 @@ try:
 except ImportError:  # pragma: no cover - scipy comes with the test extras (scikit-learn)
     pass
 else:
-    BAD_X.append(pytest.param(scipy.sparse.csr_matrix(X), r"csr_matrix.*\.toarray\(\)",
-                              id="scipy-sparse"))
+    # Sparse input is read as CSR, never densified: it is checked like dense input.
+    _nan_sparse = scipy.sparse.csr_matrix(X)
+    _nan_sparse.data[3] = np.nan
+    BAD_X += [
+        pytest.param(_nan_sparse, r"stored values\) contains 1 NaN", id="sparse-nan"),
+        pytest.param(scipy.sparse.csc_matrix(X[:, :3]), r"3 features per sample",
+                     id="sparse-too-few-features"),
+        pytest.param(scipy.sparse.csr_matrix((0, 4)), r"empty", id="sparse-empty"),
+    ]
 
 X_METHODS = {
     "predict": lambda net, X_: net.predict(X_),
@@ -195,11 +204,11 @@ BAD_NETWORK = [
     pytest.param(dict(layer_sizes=[4, None, 3]), r"positive integer, got None", id="size-None"),
     pytest.param(dict(activations=["relu", "swish"]), r"unknown activation 'swish'.*relu",
                  id="unknown-activation"),
-    pytest.param(dict(activations=["relu"]), r"one name per weight layer \(2\)",
+    pytest.param(dict(activations=["relu"]), r"one name per layer with parameters \(2\)",
                  id="too-few-activations"),
-    pytest.param(dict(activations=["relu", "relu", "softmax"]), r"one name per weight layer",
+    pytest.param(dict(activations=["relu", "relu", "softmax"]), r"one name per layer with parameters",
                  id="too-many-activations"),
-    pytest.param(dict(activations="relu"), r"one name per weight layer", id="activations-str"),
+    pytest.param(dict(activations="relu"), r"one name per layer with parameters", id="activations-str"),
     pytest.param(dict(activations=[None, "softmax"]), r"unknown activation None",
                  id="activation-None"),
     pytest.param(dict(activations=["softmax", "softmax"]), r"softmax.*only.*output",
@@ -219,9 +228,52 @@ BAD_NETWORK = [
     pytest.param(dict(dtype="int32"), r"unknown dtype 'int32'", id="int-dtype"),
     pytest.param(dict(seed=1.5), r"seed must be an integer or None, got 1\.5", id="seed-float"),
     pytest.param(dict(seed="1"), r"seed must be an integer or None, got '1'", id="seed-str"),
-    pytest.param(dict(activations=5), r"activations must list one name per weight layer",
+    pytest.param(dict(activations=5), r"activations must list one name per layer with parameters",
                  id="activations-int"),
+    pytest.param(dict(layer_sizes=[2**63, 2]), r"parameters.*GiB.*memory|too large",
+                 id="huge-network"),
+    pytest.param(dict(layer_sizes=[100000, 100000, 100000, 10]), r"GiB in float32: more than",
+                 id="more-than-memory"),
 ]
+
+# Convolutional geometry that does not fit: a clear ValueError naming the layer.
+# Convolutional geometry that does not fit: a clear ValueError naming the layer.
+IMG = (1, 8, 8)
+BAD_CNN = [
+    pytest.param(lambda: [IMG, Conv2D(4, 9), 3], r"layer 1 \(Conv2D\(4, 9\)\).*9x9 kernel does not "
+                 r"fit its 8x8 input with padding 0", id="kernel-too-big"),
+    pytest.param(lambda: [IMG, Conv2D(4, 3), MaxPool2D(7), 3], r"layer 2 \(MaxPool2D\(7\)\).*7x7 "
+                 r"window does not fit its 6x6 input", id="pool-too-big"),
+    pytest.param(lambda: [IMG, Conv2D(0, 3), 3], r"Conv2D filters must be an integer >= 1, got 0",
+                 id="filters-0"),
+    pytest.param(lambda: [IMG, Conv2D(4, -1), 3], r"kernel_size must be an integer >= 1, got -1",
+                 id="kernel-negative"),
+    pytest.param(lambda: [IMG, Conv2D(4, 3, padding=-1), 3], r"padding must be an integer >= 0",
+                 id="padding-negative"),
+    pytest.param(lambda: [IMG, Conv2D(4, 3, stride=0), 3], r"stride must be an integer >= 1, got 0",
+                 id="stride-0"),
+    pytest.param(lambda: [IMG, MaxPool2D(2, stride=0), 3], r"MaxPool2D stride must be an integer >= 1",
+                 id="pool-stride-0"),
+    pytest.param(lambda: [64, Conv2D(4, 3), 3], r"layer 1 \(Conv2D\(4, 3\)\) needs an image input",
+                 id="conv-after-flat-input"),
+    pytest.param(lambda: [IMG, 16, Conv2D(4, 3), 3], r"layer 2 .* needs an image input.*before dense",
+                 id="conv-after-dense"),
+    pytest.param(lambda: [16, IMG, 3], r"layer 1 is a shape.*only the first entry", id="shape-later"),
+    pytest.param(lambda: [(1, 8), 3], r"input shape must be \(channels, height, width\)",
+                 id="shape-2d"),
+    pytest.param(lambda: [(1, 0, 8), 3], r"every input dimension must be an integer >= 1, got 0",
+                 id="shape-zero"),
+    pytest.param(lambda: [IMG, Conv2D(4, 3)], r"last layer must be a dense width", id="conv-last"),
+    pytest.param(lambda: [Conv2D(4, 3), 3], r"first entry must be the input", id="no-input"),
+    pytest.param(lambda: [IMG, Conv2D(2, (3, 4, 5)), 3], r"integer or a pair", id="kernel-triple"),
+]
+
+
+@pytest.mark.parametrize("layers, match", BAD_CNN)
+def test_bad_cnn_geometry(layers, match):
+    # (a lambda: some layers refuse their arguments at construction, which is tested too)
+    with pytest.raises(ValueError, match=match):
+        Network(layers())
 
 
 @pytest.mark.parametrize("kwargs, match", BAD_NETWORK)
@@ -233,6 +285,15 @@ def test_bad_network(kwargs, match):
 # --- fit's hyper-parameters ------------------------------------------------------------------
 
 BAD_FIT = [
+    pytest.param(dict(callback=5), r"callback must be callable.*got 5", id="callback-int"),
+    pytest.param(dict(sample_weight=np.ones(3)), r"sample_weight must be 1-D with one weight "
+                 r"per sample \(12\), got shape \(3,\)", id="sample-weight-length"),
+    pytest.param(dict(sample_weight=-np.ones(12)), r"sample_weight must be non-negative",
+                 id="sample-weight-negative"),
+    pytest.param(dict(sample_weight=np.full(12, np.nan)), r"sample_weight contains 12 NaN",
+                 id="sample-weight-nan"),
+    pytest.param(dict(sample_weight=np.zeros(12)), r"sample_weight is all zeros",
+                 id="sample-weight-zeros"),
     pytest.param(dict(epochs=0), r"epochs must be a positive integer, got 0", id="epochs-0"),
     pytest.param(dict(epochs=-3), r"epochs must be a positive integer, got -3", id="epochs<0"),
     pytest.param(dict(epochs=1.5), r"epochs must be a positive integer, got 1\.5",
@@ -421,6 +482,7 @@ def test_accepted_conversions_match_float32(scaled_net, make):
 @pytest.mark.parametrize("make", [p for p in CONVERSIONS
                                   if p.id in ("uint8", "fortran-order", "strided-slice",
                                               "list-of-float")])
+@pytest.mark.filterwarnings("ignore:X holds integers")  # raw uint8 on purpose (see below)
 def test_fit_on_converted_input_matches_float32(backend, make):
     nets = []
     for data in (make(), np.ascontiguousarray(X_INT, dtype=np.float32)):
@@ -487,9 +549,13 @@ def test_diverging_fit_raises(backend, learning_rate):
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError,
                                                   match=r"diverged.*lower the learning rate"):
         net.fit(Xr, t, epochs=50, batch_size=4, learning_rate=learning_rate, verbose=False)
-    # The diverged epoch is on record, and the error was not a false alarm.
-    weights_finite = all(np.isfinite(p).all() for p in list(net.weights) + list(net.biases))
-    assert not (np.isfinite(net.history.loss[-1]) and weights_finite)
+    # The diverged epoch is on record and was no false alarm (its loss overflowed or left the
+    # start far behind); the network kept finite parameters from before it.
+    from fastmlp.network import DIVERGED
+
+    start = Network([N_IN, N_HIDDEN, 1], cost="mse", backend=backend, seed=0).loss(Xr, t)
+    assert not np.isfinite(net.history.loss[-1]) or net.history.loss[-1] > DIVERGED * start
+    assert all(np.isfinite(p).all() for p in list(net.weights) + list(net.biases))
 
 
 def test_fit_never_returns_non_finite_weights(backend):
@@ -499,10 +565,13 @@ def test_fit_never_returns_non_finite_weights(backend):
     with np.errstate(all="ignore"):
         try:
             net.fit(X, Y, epochs=1, batch_size=N, learning_rate=1e300, verbose=False)
-        except (FloatingPointError, ValueError):
-            return
+        except FloatingPointError as exc:
+            # Refusing is fine only as the divergence report: any other error (a ValueError
+            # raised before training, say) fails here instead of passing unexamined.
+            assert "diverged" in str(exc) and "lower the learning rate" in str(exc), exc
+    # Returned or raised, the network keeps finite parameters (issue 12, item 4).
     finite = all(np.isfinite(p).all() for p in list(net.weights) + list(net.biases))
-    assert finite, "fit returned normally with NaN/inf weights"
+    assert finite, "fit left NaN/inf weights in the network"
 
 
 def test_conversion_happens_once_and_only_when_needed():
@@ -518,3 +587,32 @@ def test_conversion_happens_once_and_only_when_needed():
     np.testing.assert_array_equal(out, X32)
     targets, labels_given = check.targets(_readonly(ONE_HOT), N, N_OUT, np.float32)
     assert targets.flags.writeable and not labels_given
+
+
+# --- divergence and unscaled input (issue: nothing lost, nothing confusing) ----------------
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_exploding_loss_stops_training_and_keeps_finite_parameters(backend):
+    """A learning rate far too large: fit raises FloatingPointError before values overflow,
+    and the network keeps the parameters from before the bad epoch (finite)."""
+    rng = np.random.default_rng(0)
+    Xd = rng.random((200, 6)).astype(np.float32) * 1000
+    yd = rng.integers(0, 3, 200)
+    net = Network([6, 8, 3], backend=backend, seed=0)
+    before = net._params.copy()
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError,
+                                                  match=r"diverged at epoch 1.*were kept"):
+        net.fit(Xd, yd, epochs=3, batch_size=20, learning_rate=1e6, verbose=False)
+    assert np.isfinite(net._params).all()
+    np.testing.assert_array_equal(net._params, before)
+
+
+def test_unscaled_integer_pixels_warn():
+    pixels = (np.random.default_rng(0).random((50, 4)) * 255).astype(np.uint8)
+    net = Network([4, 3], seed=0)
+    with pytest.warns(UserWarning, match=r"integers up to \d+: .*X / 255"):
+        net.fit(pixels, np.arange(50) % 3, epochs=1, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net.fit(pixels / 255, np.arange(50) % 3, epochs=1, verbose=False)  # scaled: quiet

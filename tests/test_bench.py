@@ -11,35 +11,71 @@ TINY = ["--quick", "--rounds", "1", "--synthetic", "--samples", "512", "--thread
 
 
 def test_quick_run_prints_table_and_json(capsys, tmp_path):
+    """Every contender at 1 and 2 threads, each in its own worker process."""
+    import os
+
     out_json = tmp_path / "bench.json"
-    assert bench.main(TINY + ["--json", str(out_json)]) == 0
+    argv = TINY[:-1] + ["1,2", "--json", str(out_json)]
+    assert bench.main(argv) == 0
     out = capsys.readouterr().out
+    assert out.startswith("fastmlp bench")
+    assert "CPU: " in out and "AVX2 " in out and "AVX-512 " in out
     assert "One training epoch" in out
-    assert "fastmlp (numba)" in out and "fastmlp (numpy ref)" in out
+    assert "fastmlp (numba) at its best thread count" in out
     assert "784-128-10 b64" in out
     assert "predict_proba" in out
     assert "warm (numba cache hot)" in out
+    report = json.loads(out_json.read_text())
+    assert set(report["cpu"]) >= {"model", "cpus", "avx2", "avx512"}
+    assert report["threads"] == [1, 2]
+    runnable = [c for c in bench.CONTENDERS if not bench.missing_reason(c)]
     for peer in ("torch", "sklearn"):
-        label = bench.LABELS[peer]
-        assert label in out  # a timed row, or one that says it is not installed
+        assert bench.LABELS[peer] in out  # timed rows, or one that says it is not installed
         if bench.missing_reason(peer):
             assert "not installed" in out
-    report = json.loads(out_json.read_text())
-    rows = {r["contender"]: r for r in report["epochs"]}
-    numba = rows["numba"]
+    rows = {(r["contender"], r["threads"]): r for r in report["epochs"]}
+    assert set(rows) == {(c, t) for c in runnable for t in (1, 2)}
+    # Fairness: one process per (contender, threads), none of them this one.
+    pids = {r["pid"] for r in rows.values()}
+    assert len(pids) == len(rows) and os.getpid() not in pids
+    workers = {(w["contender"], w["threads"]): w for w in report["workers"]}
+    assert {w["pid"] for w in workers.values()} == pids
+    for (c, t), w in workers.items():
+        # each library ran alone, with the thread count it was given
+        others = {"numba": ["torch", "sklearn"], "numpy": ["numba", "torch", "sklearn"],
+                  "torch": ["numba", "fastmlp.network", "sklearn"],
+                  "sklearn": ["numba", "fastmlp.network", "torch"]}[c]
+        assert not set(others) & set(w["modules"]), (c, w["modules"])
+        assert not {k for k in w["env"] if k in bench.THREAD_ENV}, w["env"]
+        if c == "numba":
+            assert w["thread_state"]["numba"] == t
+        if c == "torch":
+            assert w["thread_state"]["torch"] == t
+        if "blas" in w["thread_state"]:
+            assert w["thread_state"]["blas"] == [t]
+    numba = rows[("numba", 1)]
     assert len(numba["seconds"]) == 1 and numba["median"] > 0
     assert numba["gflops"] == pytest.approx(
         bench.epoch_flops([784, 128, 10], 512) / numba["median"] / 1e9)
-    if not bench.missing_reason("torch"):
-        assert rows["torch"]["vs_torch"] == pytest.approx(1.0)
-        assert numba["vs_torch"] == pytest.approx(rows["torch"]["median"] / numba["median"])
+    # Ratios: fastmlp's best thread count against each contender's best.
+    comparison = report["epoch_comparison"]["784-128-10 b64"]
+    ours = min(rows[("numba", t)]["median"] for t in (1, 2))
+    assert comparison["numba"]["median"] == pytest.approx(ours)
+    for c in runnable:
+        theirs = min(rows[(c, t)]["median"] for t in (1, 2))
+        assert comparison[c]["fastmlp_speedup"] == pytest.approx(theirs / ours)
+        assert sum(rows[(c, t)]["best"] for t in (1, 2)) == 1
+    predict = {(r["contender"], r["threads"]): r for r in report["predict"]}
+    assert set(predict) == set(rows)
+    assert all(r["latency"] > 0 and r["batch_median"] > 0 for r in predict.values())
     assert "error" not in report["startup_warm"], report["startup_warm"]
     assert report["startup_warm"]["total"] > 0
     if not bench.missing_reason("sklearn"):
         # the drop-in comparison: both estimators fitted with the same parameters
         fits = report["sklearn_fit"]["results"]
-        assert set(fits) == {"fastmlp.sklearn", "scikit-learn"}
-        assert all(len(r["seconds"]) == 1 and 0 <= r["accuracy"] <= 1 for r in fits.values())
+        assert {(r["estimator"], r["threads"]) for r in fits} == {
+            (e, t) for e in ("fastmlp.sklearn", "scikit-learn") for t in (1, 2)}
+        assert all(len(r["seconds"]) == 1 and 0 <= r["accuracy"] <= 1 for r in fits)
         assert "MLPClassifier.fit, identical parameters" in out
 
 
@@ -52,7 +88,55 @@ def test_missing_peer_is_reported_not_run(capsys, monkeypatch):
     torch_line = next(line for line in out.splitlines() if line.startswith("PyTorch CPU"))
     assert "not installed" in torch_line
     numba_line = next(line for line in out.splitlines() if line.startswith("fastmlp (numba)"))
-    assert "x" not in numba_line.split()[-2]  # no torch to compare with: the ratio is "-"
+    assert numba_line.split()[-1] == "1.00x"  # compared with itself only
+
+
+def test_worker_env_drops_thread_settings(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("FASTMLP_SOMETHING", "kept")
+    env = bench.worker_env({"NUMBA_THREADING_LAYER": "omp"})
+    assert "OMP_WAIT_POLICY" not in env and "OMP_NUM_THREADS" not in env
+    assert env["FASTMLP_SOMETHING"] == "kept" and env["NUMBA_THREADING_LAYER"] == "omp"
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # this process is left alone
+
+
+def test_cpu_info_reads_flags_and_falls_back(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma\n\n"
+                 "processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 fma\n")
+    info = bench.cpu_info(str(f))
+    assert info["model"] == "Test CPU 9000"
+    assert info["avx2"] is True and info["avx512"] is False
+    assert "AVX2 yes, AVX-512 no" in bench.cpu_line(info)
+    missing = bench.cpu_info(str(tmp_path / "absent"))
+    assert missing["avx2"] is None and "AVX2 ?" in bench.cpu_line(missing)
+
+
+def test_compare_uses_each_contenders_best_thread_count():
+    rows = [{"config": "c", "contender": "numba", "threads": 1, "median": 2.0},
+            {"config": "c", "contender": "numba", "threads": 2, "median": 1.0},
+            {"config": "c", "contender": "torch", "threads": 1, "median": 3.0},
+            {"config": "c", "contender": "torch", "threads": 2, "median": 6.0}]
+    out = bench.compare(rows, "median")["c"]
+    assert out["numba"]["threads"] == 2 and out["torch"]["threads"] == 1
+    assert out["torch"]["fastmlp_speedup"] == pytest.approx(3.0)
+    assert [r["best"] for r in rows] == [False, True, True, False]
+    assert [r["fastmlp_speedup"] for r in rows] == [2.0, 1.0, 3.0, 6.0]
+
+
+@pytest.mark.parametrize("text,cpus,expected", [
+    ("1,N", 2, [1, 2]), ("2,1,2", 4, [1, 2]), ("all", 3, [3]), ("1", 1, [1])])
+def test_parse_threads(text, cpus, expected):
+    assert bench.parse_threads(text, cpus) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0", "3", "x", "1,,-1"])
+def test_parse_threads_rejects(text):
+    with pytest.raises(ValueError, match="--threads"):
+        bench.parse_threads(text, 2)
 
 
 @pytest.mark.parametrize("argv", [
@@ -60,10 +144,16 @@ def test_missing_peer_is_reported_not_run(capsys, monkeypatch):
     ["--rounds", "many"],
     ["--threads", "-1"],
     ["--threads", "10000"],
+    ["--threads", "two"],
     ["--configs", "784-128-10"],
     ["--configs", "100-10 b64"],
     ["--configs", "784-x-10 b64"],
     ["--configs", ","],
+    ["--configs", "cnn"],
+    ["--configs", "cnn b0"],
+    ["--configs", "784-conv8k40-10 b64"],
+    ["--configs", "784-128-pool2-10 b64"],
+    ["--configs", "784-conv8k3-pool2 b64"],
     ["--contenders", "keras"],
     ["--learning-rate", "0"],
     ["--no-such-option"],
@@ -86,9 +176,93 @@ def test_help_exits_0(capsys):
     ("784-128-10 b64", ("784-128-10 b64", [784, 128, 10], 64)),
     ("784-512-256-10:128", ("784-512-256-10 b128", [784, 512, 256, 10], 128)),
     (" 784-128-10/32 ", ("784-128-10 b32", [784, 128, 10], 32)),
+    ("cnn b128", ("cnn b128", bench.CNN_SIZES, 128)),
+    ("CNN:64", ("cnn b64", bench.CNN_SIZES, 64)),
+    ("784-conv16k5p2-pool2-conv32k5p2-pool2-128-10 b128", ("cnn b128", bench.CNN_SIZES, 128)),
+    ("784-conv8k3s2-pool2-64-10/32",
+     ("784-conv8k3s2-pool2-64-10 b32", [784, "conv8k3s2", "pool2", 64, 10], 32)),
 ])
 def test_parse_config(text, expected):
     assert bench.parse_config(text) == expected
+
+
+def test_default_run_has_the_cnn_and_quick_does_not():
+    assert bench.CONFIGS["cnn b128"] == (bench.CNN_SIZES, 128)
+    for name, (sizes, batch) in bench.CONFIGS.items():
+        assert bench.parse_config(name) == (name, sizes, batch)
+    assert not any(bench.is_cnn(bench.CONFIGS[c][0])
+                   for c in bench.QUICK_CONFIGS)
+
+
+@pytest.mark.parametrize("sizes", [
+    bench.CNN_SIZES,
+    [784, "conv8k3s2p1", "pool3s2", "conv4k2", 32, 10],
+    [784, 64, 10],
+])
+def test_worker_architecture_matches_fastmlp_layers(sizes):
+    """The shapes the PyTorch worker builds (and the FLOP count uses) are fastmlp's."""
+    from fastmlp import layers
+    from fastmlp._bench_worker import IMAGE, architecture
+
+    specs = ([IMAGE] + layers.parse(",".join(map(str, sizes[1:])))
+             if any(isinstance(s, str) for s in sizes) else sizes)
+    planned = layers.plan(specs)
+    ours = architecture(sizes)
+    assert [a[0] for a in ours] == [p.kind for p in planned]
+    for a, p in zip(ours, planned):
+        if a[0] == "dense":
+            assert (a[1], a[2]) == (p.n_in, p.n_out)
+        else:
+            assert (a[1], a[2]) == (p.in_shape, p.out_shape)
+
+
+def test_skip_reasons_only_for_cnns():
+    for c in bench.CONTENDERS:
+        assert bench.skip_reason(c, [784, 128, 10]) is None
+    assert bench.skip_reason("numba", bench.CNN_SIZES) is None
+    assert bench.skip_reason("torch", bench.CNN_SIZES) is None
+    assert "reference" in bench.skip_reason("numpy", bench.CNN_SIZES)
+    assert "no convolutional" in bench.skip_reason("sklearn", bench.CNN_SIZES)
+
+
+def test_cnn_flop_formula():
+    # conv F·C·k²·OH·OW per image: 16·1·25·28·28 and 32·16·25·14·14; then 1568·128, 128·10.
+    macs = [16 * 25 * 28 * 28, 32 * 16 * 25 * 14 * 14, 1568 * 128, 128 * 10]
+    assert bench.layer_macs(bench.CNN_SIZES) == macs
+    n = 3
+    # forward and dW over every layer, dX for all but the first (conv1 needs no input grad)
+    assert bench.epoch_flops(bench.CNN_SIZES, n) == 2 * n * (2 * sum(macs) + sum(macs[1:]))
+    assert bench.epoch_flops(bench.CNN_SIZES, 1) == pytest.approx(17.5e6, rel=0.01)
+
+
+def test_cnn_run_times_fastmlp_and_torch_and_skips_the_others(capsys, tmp_path):
+    """``cnn b128`` next to an MLP config: fastmlp and PyTorch timed, the numpy reference
+    skipped with its reason (scikit-learn too, when asked), and --quick still works."""
+    out_json = tmp_path / "cnn.json"
+    argv = ["--quick", "--synthetic", "--samples", "256", "--rounds", "1", "--threads", "1",
+            "--configs", "784-128-10 b64,cnn b128", "--contenders", "numba,numpy,torch",
+            "--no-startup", "--no-sklearn-fit", "--json", str(out_json)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out_json.read_text())
+    ran = [c for c in ("numba", "numpy", "torch") if not bench.missing_reason(c)]
+    epochs = {(r["config"], r["contender"]) for r in report["epochs"]}
+    assert epochs == ({("784-128-10 b64", c) for c in ran}
+                      | {("cnn b128", c) for c in ran if c != "numpy"})
+    assert report["skipped"] == {"cnn b128": {"numpy": bench.CNN_SKIPPED["numpy"]}}
+    assert bench.CNN_SKIPPED["numpy"] in out
+    numpy_cnn = [line for line in out.splitlines()
+                 if line.startswith("fastmlp (numpy ref)") and "cnn" in line]
+    assert numpy_cnn and all("skipped" in line for line in numpy_cnn)
+    cnn = next(r for r in report["epochs"]
+               if r["config"] == "cnn b128" and r["contender"] == "numba")
+    assert cnn["gflops"] == pytest.approx(
+        bench.epoch_flops(bench.CNN_SIZES, 256) / cnn["median"] / 1e9)
+    predict = {(r["config"], r["contender"]) for r in report["predict"]}
+    assert ("cnn", "numba") in predict and ("cnn", "numpy") not in predict
+    if "torch" in ran:
+        assert ("cnn", "torch") in predict
+        assert report["epoch_comparison"]["cnn b128"]["torch"]["fastmlp_speedup"] > 0
 
 
 def test_flop_formula():
@@ -116,7 +290,8 @@ def test_benchmark_suite_runs(data_dir):
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, FASTMLP_DATA=str(data_dir), FASTMLP_BENCH_SAMPLES="1024",
-               FASTMLP_BENCH_ROUNDS="1", FASTMLP_BENCH_SKLEARN_ITER="1")
+               FASTMLP_BENCH_ROUNDS="1", FASTMLP_BENCH_SKLEARN_ITER="1",
+               FASTMLP_BENCH_THREADS="1")
     done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-x",
                            "--benchmark-disable", "-p", "no:cacheprovider"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)

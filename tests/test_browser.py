@@ -2,8 +2,11 @@
 
 Real MNIST test digits are skeletonized into pen strokes, drawn on ``#pad`` with the mouse
 (the page listens to Pointer Events), and the digit the page shows in ``#prediction`` is
-compared with the label. A 784-128-10 network is trained in the test (or loaded from
-``$FASTMLP_BROWSER_MODEL``). ``$FASTMLP_SCREENSHOT`` names where the screenshot goes
+compared with the label. Every test runs twice: with a 784-128-10 MLP and with a small
+CNN, ``[(1, 28, 28), Conv2D(16, 5, padding=2), MaxPool2D(2), 10]``, whose first conv layer's
+feature maps the page must draw for each digit. Both are trained in the test (or loaded from
+``$FASTMLP_BROWSER_MODEL`` / ``$FASTMLP_BROWSER_CNN_MODEL``). ``$FASTMLP_SCREENSHOT`` names
+where the MLP page's screenshot goes, the CNN page's beside it with ``-cnn`` added to the name
 (default: the test's tmp_path).
 
 Needs ``pip install playwright`` and a Chromium binary: ``$FASTMLP_CHROMIUM``, or
@@ -153,28 +156,39 @@ def mnist(data_dir):
     }
 
 
-def train_model(mnist):
-    """784-128-10 on 20k MNIST images, a few epochs: ~97 % on the test set."""
+def train_model(mnist, kind="mlp"):
+    """784-128-10 (4 epochs) or conv16-pool-10 (3 epochs) on 20k MNIST images: ~97 % on the
+    test set, in about ten seconds each once compiled."""
+    from fastmlp import Conv2D, MaxPool2D
     from fastmlp.network import Network
 
     X, y = mnist["train"]
     Xt, yt = mnist["test"]
     X = X[:20000].reshape(-1, 784).astype(np.float32) / 255
     Xv = Xt[-2000:].reshape(-1, 784).astype(np.float32) / 255
-    net = Network([784, 128, 10], seed=0)
-    net.fit(X, y[:20000].astype(np.int64), epochs=4, batch_size=32, learning_rate=0.1,
+    if kind == "cnn":
+        net, epochs = Network([(1, 28, 28), Conv2D(16, 5, padding=2), MaxPool2D(2), 10],
+                              seed=0), 3
+    else:
+        net, epochs = Network([784, 128, 10], seed=0), 4
+    net.fit(X, y[:20000].astype(np.int64), epochs=epochs, batch_size=32, learning_rate=0.1,
             validation_data=(Xv, yt[-2000:].astype(np.int64)), verbose=False)
     return net
 
 
-@pytest.fixture(scope="module")
-def model(mnist):
-    path = os.environ.get("FASTMLP_BROWSER_MODEL")
+MODEL_ENV = {"mlp": "FASTMLP_BROWSER_MODEL", "cnn": "FASTMLP_BROWSER_CNN_MODEL"}
+
+
+@pytest.fixture(scope="module", params=["mlp", "cnn"])
+def model(request, mnist):
+    path = os.environ.get(MODEL_ENV[request.param])
     if path:
         from fastmlp.network import Network
 
-        return Network.load(path)
-    return train_model(mnist)
+        net = Network.load(path)
+        assert net.is_mlp == (request.param == "mlp"), f"${MODEL_ENV[request.param]}: {path}"
+        return net
+    return train_model(mnist, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +252,17 @@ def read_prediction(page):
     return page.inner_text("#prediction").strip()
 
 
-def test_page_loads_with_curves(page):
-    for element_id in ("pad", "clear", "prediction", "probs", "seen", "curves"):
+def test_page_loads_with_curves(page, model):
+    for element_id in ("pad", "clear", "prediction", "probs", "seen", "curves", "maps"):
         assert page.locator(f"#{element_id}").count() == 1
+    page.wait_for_function("() => document.getElementById('model-info').textContent !== ''")
+    info = page.inner_text("#model-info")
+    if model.is_mlp:
+        assert "784–128–10" in info and page.inner_text("#net-kind") == "An MLP"
+    else:  # the layer list as written in Python
+        assert "[(1, 28, 28), Conv2D(16, 5, padding=2), MaxPool2D(2), 10]" in info
+        assert "convolutional" in page.inner_text("#net-kind")
+    assert page.locator("#maps-box").is_hidden()  # no maps before the first digit
     assert page.locator("#probs .prob").count() == 10
     page.wait_for_function("() => document.getElementById('curves-note').textContent.includes('epoch')")
     inked = page.evaluate(
@@ -250,6 +272,76 @@ def test_page_loads_with_curves(page):
     )
     assert inked > 2000  # axes, labels and four curves were drawn
     assert page.evaluate("document.getElementById('prediction').dataset.status") == "empty"
+
+
+def seen_image(page):
+    """The 28x28 image the page drew in #seen, as floats in [0, 1]."""
+    data = page.evaluate(
+        """() => Array.from(document.getElementById('seen').getContext('2d')
+                            .getImageData(0, 0, 28, 28).data)"""
+    )
+    return np.array(data, dtype=np.float64).reshape(28, 28, 4)[..., 0] / 255
+
+
+def drawn_maps(page):
+    """#maps as drawn: its size, how many maps it shows, and its RGBA pixels."""
+    return page.evaluate(
+        """() => { const c = document.getElementById('maps');
+                   return {w: c.width, h: c.height, n: Number(c.dataset.maps || 0),
+                           px: Array.from(c.getContext('2d').getImageData(0, 0, c.width,
+                                                                          c.height).data)}; }"""
+    )
+
+
+def cells(got, n, h, w, gap=2):
+    """Cut the canvas into the page's grid: n <= 4 in one row, <= 16 four a row, else 8."""
+    cols = n if n <= 4 else 4 if n <= 16 else 8
+    px = np.array(got["px"], dtype=np.int64).reshape(got["h"], got["w"], 4)
+    out = []
+    for k in range(n):
+        y, x = (k // cols) * (h + gap), (k % cols) * (w + gap)
+        out.append(px[y:y + h, x:x + w])
+    return np.stack(out)
+
+
+def expected_maps(model, image):
+    """The first conv layer's maps for ``image``, each scaled to [0, 255] like the server does."""
+    # 5x5 kernels with padding 2 keep 28 x 28
+    maps = model.forward(image.reshape(1, 784).astype(np.float32))[0].reshape(-1, 28, 28)
+    low = np.minimum(maps.min(axis=(1, 2)), 0)[:, None, None]
+    high = np.maximum(maps.max(axis=(1, 2)), 0)[:, None, None]
+    return 255 * (maps - low) / np.where(high > low, high - low, 1)
+
+
+def check_maps(page, model):
+    """A CNN's answer comes with its first conv layer's maps, drawn as a grid of cells that
+    match the maps of the image in #seen; an MLP's page shows none."""
+    if model.is_mlp:
+        assert page.locator("#maps-box").is_hidden()
+        return
+    assert page.locator("#maps-box").is_visible()
+    got = drawn_maps(page)
+    n = got["n"]
+    assert n == 16 and (got["w"], got["h"]) == (4 * 28 + 3 * 2, 4 * 28 + 3 * 2)
+    drawn = cells(got, n, 28, 28)
+    assert (drawn[..., 3] == 255).all()  # every cell is painted, opaque
+    gray = drawn[..., 0]
+    assert (gray == drawn[..., 1]).all() and (gray == drawn[..., 2]).all()
+    assert (gray > 0).sum() > 200  # the digit lit up some maps
+    # #seen holds the network's input to within 1/255 a pixel: the maps follow from it
+    want = expected_maps(model, seen_image(page))
+    diff = np.abs(gray - want)
+    assert diff.mean() < 2 and np.quantile(diff, 0.99) < 12, (diff.mean(), diff.max())
+    assert "16 maps" in page.inner_text("#maps-note")
+
+
+def screenshot_path(model, tmp_path):
+    kind = "mlp" if model.is_mlp else "cnn"
+    env = os.environ.get("FASTMLP_SCREENSHOT")
+    if not env:
+        return tmp_path / f"screenshot-{kind}.png"
+    shot = Path(env)
+    return shot if kind == "mlp" else shot.with_name(shot.stem + "-cnn" + shot.suffix)
 
 
 def test_drawn_mnist_digits_are_read(page, mnist, model, tmp_path):
@@ -270,8 +362,9 @@ def test_drawn_mnist_digits_are_read(page, mnist, model, tmp_path):
                        let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s; }"""
         )
         assert seen_ink > 0
+        check_maps(page, model)
     right = sum(str(label) == shown for label, shown in results)
-    shot = Path(os.environ.get("FASTMLP_SCREENSHOT") or tmp_path / "screenshot.png")
+    shot = screenshot_path(model, tmp_path)
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nbrowser read {right}/10 drawn digits right: {results}; screenshot: {shot}")
@@ -279,10 +372,15 @@ def test_drawn_mnist_digits_are_read(page, mnist, model, tmp_path):
     assert not page.problems, page.problems
 
 
-def test_clear_resets(page):
+def test_clear_resets(page, model):
     draw(page, [[(8, 8), (20, 20)]])
     read_prediction(page)
+    check_maps(page, model)
     page.click("#clear")
+    if not model.is_mlp:  # the grid stays, every cell black
+        got = drawn_maps(page)
+        assert got["n"] == 0
+        assert not cells(got, 16, 28, 28)[..., :3].any()
     assert page.inner_text("#prediction").strip() == "–"
     assert page.evaluate("document.getElementById('prediction').dataset.status") == "empty"
     blank = page.evaluate(

@@ -25,24 +25,6 @@ def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-_DATA = {}
-
-
-@pytest.fixture
-def mnist(data_dir, monkeypatch):
-    """The real data folder; the CLI's loader is memoized so MNIST is decompressed once."""
-    real = cli._load_data
-
-    def cached(dataset, folder, categories=None, download=True, progress=True):
-        key = (dataset, str(folder), tuple(categories or ()))
-        if key not in _DATA:
-            _DATA[key] = real(dataset, folder, categories, download, progress)
-        return _DATA[key]
-
-    monkeypatch.setattr(cli, "_load_data", cached)
-    return data_dir
-
-
 def run(argv, capsys):
     """``(exit status, stdout, stderr)`` of ``main(argv)``."""
     code = cli.main([str(a) for a in argv])

@@ -114,6 +114,18 @@ class Server:
                 if kind == "stall":
                     time.sleep(body)
                     return
+                if kind == "trickle":  # all of it, one byte every 50 ms (each read succeeds)
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    for i in range(len(body)):
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.05)
+                    return
                 self.send_response(200)
                 if kind in ("ok", "drop"):
                     self.send_header("Content-Length", str(len(body)))
@@ -608,3 +620,75 @@ def test_import_needs_only_numpy():
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env, timeout=60)
+
+
+# ------------------------------------------------------------------ hardening (issue 12)
+
+
+def test_trickling_download_hits_the_overall_deadline(tmp_path, server, fake_mnist, monkeypatch):
+    raw, _ = fake_mnist
+    server.serve_idx("slow", raw, lambda b: ("trickle", b))
+    monkeypatch.setattr(ds, "DOWNLOAD_DEADLINE", 0.5)
+    t = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError, match="deadline"):
+        ds.load_mnist(tmp_path / "data", mirrors=[server.url("slow")], timeout=5, progress=False)
+    assert time.perf_counter() - t < 5
+    # the folders the failed download created are gone again
+    assert not (tmp_path / "data").exists()
+
+
+def test_failed_download_keeps_a_folder_that_existed(tmp_path, fake_mnist):
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(DatasetNotFoundError):
+        ds.load_mnist(tmp_path, mirrors=[], progress=False)
+    assert (tmp_path / "mnist").is_dir()
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
+def test_idx_header_claiming_more_than_the_file_holds(tmp_path, gz, monkeypatch):
+    # dimensions of 4 GB, 100 bytes of data: refused from the header alone
+    header = bytes([0, 0, 0x08, 3]) + np.array([100000, 200, 200], ">u4").tobytes()
+    data = header + bytes(100)
+    path = tmp_path / ("x.gz" if gz else "x")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    asked = _no_bulk_inflate(monkeypatch)
+    with pytest.raises(ValueError, match="claims"):
+        ds.read_idx(path)
+    assert all(0 <= n < 1 << 20 for n in asked)  # never "read everything"
+
+
+def _no_bulk_inflate(monkeypatch):
+    """Fail on gzip.decompress (inflates everything at once); record GzipFile.read sizes."""
+    real = gzip.GzipFile.read
+    asked = []
+
+    def spy(self, size=-1):
+        asked.append(size)
+        return real(self, size)
+
+    def refuse(*a, **k):
+        raise AssertionError("the whole gzip member was inflated at once")
+
+    monkeypatch.setattr(gzip.GzipFile, "read", spy)
+    monkeypatch.setattr(gzip, "decompress", refuse)
+    return asked
+
+
+def test_gzip_bomb_with_a_true_header_is_not_inflated_whole(tmp_path, monkeypatch):
+    # a valid-looking 12-image header followed by 64 MB of zeros: trailing bytes
+    header = bytes([0, 0, 0x08, 3]) + np.array([12, 28, 28], ">u4").tobytes()
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(header + bytes(12 * 784 + (64 << 20))))
+    asked = _no_bulk_inflate(monkeypatch)
+    with pytest.raises(ValueError, match="trailing"):
+        ds.read_idx(path)
+    assert all(0 <= n < 1 << 20 for n in asked)
+
+
+def test_data_dir_pointing_at_the_mnist_folder_itself_gets_a_hint(tmp_path, fake_mnist, monkeypatch):
+    raw, _ = fake_mnist
+    for name, data in raw.items():
+        (tmp_path / name).write_bytes(data)
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="FASTMLP_DATA .*parent folder"):
+        ds.load_mnist(download=False)

@@ -271,12 +271,12 @@ def test_save_refuses_non_finite_weights(tmp_path):
 
 
 def test_load_missing_file(tmp_path):
-    with pytest.raises(ValueError, match=r"model file .*missing\.npz does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"model file .*missing\.npz does not exist"):
         Network.load(tmp_path / "missing.npz")
 
 
 def test_load_a_folder(tmp_path):
-    with pytest.raises(ValueError, match=r"is not a regular file"):
+    with pytest.raises(ValueError, match=r"is a folder, not a file"):
         Network.load(tmp_path)
 
 
@@ -430,7 +430,7 @@ BAD_CONTENT = {
     "activations-unknown": (_header_change(activations=["relu", "gelu", "softmax"]),
                             r"invalid header: unknown activation 'gelu'"),
     "activations-count": (_header_change(activations=["relu", "softmax"]),
-                          r"invalid header: activations must list one name per weight layer"),
+                          r"invalid header: activations must list one name per"),
     "activations-not-list": (_header_change(activations=3), r"activations 3 is not a list"),
     "activations-not-names": (_header_change(activations=[1, 2, 3]), r"not a list of names"),
     "cost-unknown": (_header_change(cost="hinge"), r"invalid header: unknown cost 'hinge'"),
@@ -592,10 +592,143 @@ def test_loading_never_executes_code(tmp_path, kind):
     marker = tmp_path / "pwned"
     path = tmp_path / "model.npz"
     EVIL[kind](path, marker)
-    with pytest.raises(ValueError, match=r"pickle|not a readable|single \.npy|holds arrays"):
+    with pytest.raises(ValueError, match=r"pickle|not a readable|single \.npy|holds arrays|"
+                                         r"unexpected member"):
         Network.load(path, backend="numpy")
     assert not marker.exists()
     # Nor through the lower-level reader that other tools (CLI, server) use.
     with pytest.raises(ValueError):
         fio.read_header_and_arrays(path)
     assert not marker.exists()
+
+
+# --- hardening: special files, killed saves, resource bombs, clear messages ---------------
+
+
+def _fifo(path):
+    os.mkfifo(path)
+    return path
+
+
+def _socket(path):
+    import socket
+
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.close()
+    return path
+
+
+@pytest.mark.parametrize("make, fragment", [(_fifo, "named pipe"), (_socket, "socket")],
+                         ids=["fifo", "socket"])
+def test_save_refuses_special_files(tmp_path, make, fragment):
+    target = make(tmp_path / "target.npz")
+    with pytest.raises(ValueError, match=fragment):
+        trained().save(target)
+    mode = os.lstat(target).st_mode
+    assert not stat.S_ISREG(mode)  # still the special file, not replaced
+    assert sorted(os.listdir(tmp_path)) == ["target.npz"]
+
+
+def test_save_through_a_symlink_to_a_regular_file_is_fine(tmp_path):
+    real = tmp_path / "real.npz"
+    trained().save(real)
+    (tmp_path / "link.npz").symlink_to(real)
+    trained().save(tmp_path / "link.npz")
+    Network.load(tmp_path / "link.npz", backend="numpy")
+
+
+def test_killed_save_leaves_a_temporary_file_that_the_next_save_removes(tmp_path):
+    import subprocess
+
+    # A process that exists no more (it ran and exited): its pid is free.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".m.npz.{dead}.0123456789ab.tmp"
+    stale.write_bytes(b"half a model")
+    live = tmp_path / ".m.npz.1.0123456789ab.tmp"  # pid 1 is alive: not ours to delete
+    live.write_bytes(b"someone else's")
+    other = tmp_path / ".x.npz.99999999.0123456789ab.tmp"  # another target's
+    other.write_bytes(b"")
+    trained().save(tmp_path / "m.npz")
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", live.name, other.name])
+
+
+def _zip_members(path, members):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def _npy_bytes(array):
+    buf = _io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _zero_bomb(n):
+    """An .npy member claiming n float32 zeros: deflates to almost nothing."""
+    return _npy_bytes(np.zeros(n // 4, dtype=np.float32))
+
+
+BOMBS = {
+    # a valid model plus a 64 MiB extra member (the issue: 2 GiB, same shape of attack)
+    "extra-member": (lambda saved: {**_members(saved), "junk.npy": _zero_bomb(64 << 20)},
+                     "unexpected member 'junk.npy'"),
+    "huge-weight": (lambda saved: {**_members(saved), "W0.npy": _zero_bomb(64 << 20)},
+                    "member 'W0.npy' claims"),
+    "huge-header": (lambda saved: {**_members(saved),
+                                   "header.npy": _zero_bomb(64 << 20)}, "member 'header.npy' claims"),
+}
+
+
+def _members(path):
+    with zipfile.ZipFile(path) as z:
+        return {name: z.read(name) for name in z.namelist()}
+
+
+@pytest.mark.parametrize("make, fragment", list(BOMBS.values()), ids=list(BOMBS))
+def test_zip_bombs_are_refused_from_the_directory(saved, tmp_path, monkeypatch, make, fragment):
+    path, _ = saved
+    bomb = _zip_members(tmp_path / "bomb.npz", make(path))
+    assert bomb.stat().st_size < 1 << 20
+
+    def no_decompressing(*args, **kwargs):
+        raise AssertionError("np.load was called on a zip bomb")
+
+    monkeypatch.setattr(fio.np, "load", no_decompressing)
+    with pytest.raises(ValueError, match=fragment):
+        Network.load(bomb, backend="numpy")
+
+
+def test_oversized_npy_header_is_not_called_a_pickle(saved, tmp_path):
+    path, _ = saved
+    members = _members(path)
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"
+    header = header + " " * (12000 - len(header)) + "\n"  # numpy reads at most 10000
+    raw = b"\x93NUMPY\x02\x00" + len(header).to_bytes(4, "little") + header.encode()
+    members["b1.npy"] = raw + np.zeros(3, np.float32).tobytes()
+    bad = _zip_members(tmp_path / "bad.npz", members)
+    with pytest.raises(ValueError, match="header is larger") as info:
+        Network.load(bad, backend="numpy")
+    assert "pickle" not in str(info.value)
+
+
+def test_load_symlink_loop_and_folder_and_dangling_link(tmp_path):
+    (tmp_path / "a.npz").symlink_to(tmp_path / "b.npz")
+    (tmp_path / "b.npz").symlink_to(tmp_path / "a.npz")
+    with pytest.raises(ValueError, match="symbolic link loop"):
+        Network.load(tmp_path / "a.npz")
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        Network.load(tmp_path / "dir.npz")
+    (tmp_path / "dangling.npz").symlink_to(tmp_path / "gone.npz")
+    with pytest.raises(FileNotFoundError, match="link to a file that does not exist"):
+        Network.load(tmp_path / "dangling.npz")
+
+
+def test_load_fifo_does_not_hang(tmp_path):
+    fifo = _fifo(tmp_path / "pipe.npz")
+    with pytest.raises(ValueError, match="not a regular file"):
+        Network.load(fifo)

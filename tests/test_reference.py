@@ -48,3 +48,31 @@ def test_sigmoid_and_log_softmax_are_finite_at_extremes():
     np.testing.assert_allclose(reference.sigmoid(z), [[0, 0.5, 1]])
     assert np.all(np.isfinite(reference.log_softmax(z)))
     np.testing.assert_allclose(reference.softmax(z).sum(), 1.0)
+
+
+@pytest.mark.parametrize("column", range(4))
+@pytest.mark.parametrize("logit", [1000.0, -1000.0])
+def test_extreme_logit_costs_in_every_column(column, logit):
+    # The reference is what the kernels' extreme-logit tests (tests/test_mutations.py) compare
+    # with, so it is held to closed forms here: a max taken from the wrong column, or a log of
+    # an underflowed probability, gives inf/nan or the wrong number.
+    z = np.zeros((4, 4))
+    z[:, column] = logit
+    log_p = reference.log_softmax(z)
+    assert np.all(np.isfinite(log_p))
+    if logit > 0:  # the extreme column takes everything; the others get e^-1000 each
+        expected = np.full((4, 4), -logit)
+        expected[:, column] = 0.0
+    else:  # the extreme column gets e^-1000 of the mass; the other three share the rest
+        expected = np.full((4, 4), -np.log(3.0))
+        expected[:, column] = logit - np.log(3.0)
+    np.testing.assert_allclose(log_p, expected, rtol=1e-12)
+    Y = np.eye(4)  # row r's class is r
+    np.testing.assert_allclose(reference.sample_costs("cross_entropy", z, None, Y),
+                               -expected[np.arange(4), np.arange(4)], rtol=1e-12)
+    # Binary cross-entropy, softplus form: y = 1 costs softplus(-z), y = 0 costs softplus(z);
+    # softplus(1000) = 1000 and softplus(-1000) = e^-1000 ≈ 0, softplus(0) = log 2.
+    ones = reference.sample_costs("binary_cross_entropy", z, None, np.ones((4, 4)))
+    zeros = reference.sample_costs("binary_cross_entropy", z, None, np.zeros((4, 4)))
+    np.testing.assert_allclose(ones, max(-logit, 0) + 3 * np.log(2), rtol=1e-12)
+    np.testing.assert_allclose(zeros, max(logit, 0) + 3 * np.log(2), rtol=1e-12)

@@ -23,11 +23,21 @@ from fastmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 # Small networks: scikit-learn's checks fit many times on tiny data sets.
 CHECKED = [MLPClassifier(hidden_layer_sizes=(20,), max_iter=300, random_state=0),
-           MLPRegressor(hidden_layer_sizes=(20,), max_iter=300, random_state=0)]
+           MLPRegressor(hidden_layer_sizes=(20,), max_iter=300, random_state=0),
+           MLPClassifier(hidden_layer_sizes=(20,), solver="lbfgs", random_state=0),
+           MLPRegressor(hidden_layer_sizes=(20,), solver="lbfgs", random_state=0)]
 
 
+def expected_failures(estimator):
+    """scikit-learn's own lbfgs MLPClassifier fails this check as well: trained to the end,
+    its logistic outputs saturate to exactly 1.0, and the check wants them < 1."""
+    if estimator.solver == "lbfgs" and isinstance(estimator, MLPClassifier):
+        return {"check_classifiers_multilabel_output_format_predict_proba":
+                "lbfgs saturates logistic outputs to 1.0, as scikit-learn's does"}
+    return {}
 
-@parametrize_with_checks(CHECKED)  # every check passes: no expected failures
+
+@parametrize_with_checks(CHECKED, expected_failed_checks=expected_failures)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -288,7 +298,7 @@ def test_sparse_input_gives_dense_results(digits):
         warnings.simplefilter("ignore", ConvergenceWarning)
         dense = MLPClassifier(**params).fit(X, y)
         csr = MLPClassifier(**params).fit(sparse.csr_matrix(X), y)
-    assert max_difference(dense, csr) == 0
+    assert max_difference(dense, csr) < 1e-12  # the CSR kernel sums in another order
     np.testing.assert_array_equal(csr.predict(sparse.csc_matrix(X)), dense.predict(X))
 
 
@@ -325,14 +335,6 @@ def test_pipeline_grid_search_and_cross_val_score(digits):
 
 
 # --- errors ----------------------------------------------------------------------------------
-
-
-def test_lbfgs_is_refused_with_a_clear_message(digits):
-    X, y = digits
-    for est in (MLPClassifier(solver="lbfgs"), MLPRegressor(solver="lbfgs")):
-        with pytest.raises(ValueError, match="lbfgs.*not supported.*adam.*sgd"):
-            est.fit(X, y)
-        assert not hasattr(est, "partial_fit")
 
 
 @pytest.mark.parametrize("params, match", [
@@ -373,8 +375,8 @@ def test_bad_input_raises_sklearn_errors(digits):
     fresh = MLPClassifier(hidden_layer_sizes=(8,)).partial_fit(X, y % 5, classes=np.arange(5))
     with pytest.raises(ValueError, match="classes not in"):
         fresh.partial_fit(X, y)
-    with pytest.raises(ValueError, match="poisson.*not supported"):
-        MLPRegressor(loss="poisson").fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="'loss' parameter of MLPRegressor"):
+        MLPRegressor(loss="gamma").fit(X, y.astype(float))
 
 
 def test_import_fastmlp_does_not_import_sklearn():

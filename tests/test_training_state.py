@@ -82,3 +82,79 @@ def test_resume_carries_early_stopping(tmp_path, backend):
     assert resumed.history.best_epoch == straight.history.best_epoch
     for a, b in zip(straight.weights, resumed.weights):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------- fastmlp.io.check_training_state: damaged states
+
+def _good_state():
+    X = np.random.default_rng(0).random((40, 4)).astype(np.float32)
+    net = fastmlp.Network([4, 5, 3], seed=0)
+    net.fit(X, np.arange(40) % 3, epochs=1, batch_size=8, learning_rate=0.1, optimizer="adam",
+            validation_data=(X[:8], np.arange(8) % 3), early_stopping=3, verbose=False)
+    return net.training_state(), 4 * 5 + 5 + 5 * 3 + 3
+
+
+def _damaged(edit):
+    def make():
+        state, n = _good_state()
+        edit(state)
+        return state, n
+    return make
+
+
+def _set(path, value):
+    def edit(state):
+        d = state
+        for key in path[:-1]:
+            d = d[key]
+        d[path[-1]] = value
+    return edit
+
+
+DAMAGED_STATES = {
+    "not-a-dict": (lambda: ([], 43), "not a dict"),
+    "no-rng": (_damaged(lambda s: s.pop("rng")), "no 'rng'"),
+    "unknown-optimizer": (_damaged(_set(["optimizer"], "rmsprop")), "optimizer 'rmsprop'"),
+    "optimizer-list": (_damaged(_set(["optimizer"], ["adam"])), "optimizer"),
+    "state-list": (_damaged(_set(["state"], [1, 2])), "'state' is a list"),
+    "short-moment": (_damaged(_set(["state", "state1"], np.zeros(7, np.float32))),
+                     "has shape (7,)"),
+    "2d-moment": (_damaged(_set(["state", "state1"], np.zeros((43, 1), np.float32))),
+                  "has shape (43, 1)"),
+    "nan-moment": (_damaged(_set(["state", "state2"], np.full(43, np.nan, np.float32))),
+                   "NaN"),
+    "string-moment": (_damaged(_set(["state", "state2"], np.array(["a"] * 43))), "not an array"),
+    "step-string": (_damaged(_set(["state", "step"], "3")), "'step' is a str"),
+    "step-negative": (_damaged(_set(["state", "step"], -1)), "negative"),
+    "rng-wrong-generator": (_damaged(_set(["rng", "bit_generator"], "MT19937")), "PCG64"),
+    "rng-state-float": (_damaged(_set(["rng", "state", "state"], 1.5)), "'state' and 'inc'"),
+    "rng-state-huge": (_damaged(_set(["rng", "state", "inc"], 2**130)), "'state' and 'inc'"),
+    "rng-uinteger": (_damaged(_set(["rng", "uinteger"], -5)), "uinteger"),
+    "dropout-key-float": (_damaged(_set(["dropout_key"], 1.5)), "dropout_key"),
+    "dropout-key-bool": (_damaged(_set(["dropout_key"], True)), "dropout_key"),
+    "best-loss-string": (_damaged(_set(["early_stopping", "best_loss"], "low")), "best_loss"),
+    "since-best-negative": (_damaged(_set(["early_stopping", "since_best"], -2)), "since_best"),
+    "best-params-short": (_damaged(_set(["early_stopping", "best_params"],
+                                        np.zeros(3, np.float32))), "best parameters"),
+    "early-stopping-list": (_damaged(_set(["early_stopping"], [1])), "early_stopping"),
+}
+
+
+@pytest.mark.parametrize("make, fragment", list(DAMAGED_STATES.values()),
+                         ids=list(DAMAGED_STATES))
+def test_check_training_state_names_what_is_wrong(make, fragment):
+    from fastmlp.io import check_training_state
+
+    state, n_params = make()
+    with pytest.raises(ValueError, match="invalid training state") as info:
+        check_training_state(state, n_params, "float32")
+    assert fragment in str(info.value)
+
+
+def test_check_training_state_accepts_real_states():
+    from fastmlp.io import check_training_state
+
+    state, n_params = _good_state()
+    check_training_state(state, n_params, "float32")
+    net = fastmlp.Network([4, 5, 3], seed=0)
+    check_training_state(net.training_state(), n_params, "float32")  # before any fit

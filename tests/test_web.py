@@ -143,7 +143,8 @@ def test_predict_largest_image(app):
 def test_health_and_history(app):
     server, _ = app
     status, data, _ = request(server, "GET", "/api/health")
-    assert status == 200 and data == {"status": "ok", "layer_sizes": [784, 16, 10]}
+    assert status == 200 and data == {"status": "ok", "layer_sizes": [784, 16, 10],
+                                      "test_accuracy": None}
     status, data, _ = request(server, "GET", "/api/history")
     assert status == 200
     assert data["loss"] == [0.9, 0.4] and data["val_loss"] == [0.5, None]  # NaN -> null
@@ -388,3 +389,332 @@ def test_serve_needs_a_model(tmp_path):
         serve(None, port=0)
     with pytest.raises(FileNotFoundError):
         serve(tmp_path / "absent.npz", port=0)
+
+
+# ------------------------------------------------- raw requests: every client error is 4xx JSON
+
+
+def raw_exchange(server, data, shut=True, timeout=20):
+    """Send ``data`` as is on a fresh connection; return (status, parsed JSON or None, raw)."""
+    conn = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=timeout)
+    try:
+        conn.sendall(data)
+        if shut:
+            conn.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    finally:
+        conn.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status = int(head.split()[1]) if head.startswith(b"HTTP/") else None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    return status, data, reply
+
+
+SMALL_BODY = json.dumps({"pixels": stroke(28, 28).tolist()}).encode()
+
+# one row per case: raw request, expected status, fragment of the JSON error (None: no body)
+RAW_CASES = [
+    # http.server decodes headers as latin-1: byte 0xb2 is "²", and "²".isdigit() is True
+    ("superscript-two", b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n",
+     400, "whole number"),
+    ("superscript-one-two", b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1\xb9\r\n\r\n",
+     400, "whole number"),
+    ("options", b"OPTIONS /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 204, None),
+    ("trace", b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", 405, "not allowed"),
+    ("unknown-method", b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not supported"),
+    ("garbage-request-line", b"\x00\x01\x02 nonsense\r\n\r\n", 400, ""),
+]
+
+
+@pytest.mark.parametrize("name, data, code, fragment", RAW_CASES, ids=[c[0] for c in RAW_CASES])
+def test_raw_requests(app, name, data, code, fragment):
+    server, _ = app
+    status, body, reply = raw_exchange(server, data)
+    assert status == code, reply[:300]
+    if fragment is not None:
+        assert b"text/html" not in reply and body is not None and fragment in body["error"], reply
+    assert healthy(server)
+
+
+def test_body_shorter_than_content_length_times_out_with_408():
+    server, thread = start(StandIn())
+    server.body_deadline = 0.5
+    try:
+        t0 = time.perf_counter()
+        # the client keeps the connection open but never sends the rest of its body
+        status, body, reply = raw_exchange(
+            server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"pi",
+            shut=False)
+        assert status == 408 and "in time" in body["error"], reply
+        assert time.perf_counter() - t0 < 5
+        assert healthy(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_trickled_body_hits_the_deadline():
+    """1 byte every 0.2 s: each read succeeds, but the whole body has a deadline."""
+    server, thread = start(StandIn())
+    server.body_deadline = 1.0
+    conn = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10)
+    try:
+        conn.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        t0 = time.perf_counter()
+        reply = b""
+        conn.settimeout(0.2)
+        while time.perf_counter() - t0 < 8:
+            try:
+                conn.sendall(b" ")
+            except OSError:
+                pass
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.0 408") or reply.startswith(b"HTTP/1.1 408"), reply
+        assert time.perf_counter() - t0 < 5
+    finally:
+        conn.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_listen_backlog_and_large_body_slots():
+    from fastmlp.web import server as module
+
+    server, thread = start(StandIn())
+    try:
+        assert server.request_queue_size >= 128  # socketserver's default 5 resets bursts
+        # every large-body slot taken: the next large request waits, then gets 503
+        for _ in range(module.MAX_LARGE_BODIES):
+            server.large_bodies.acquire()
+        server.body_deadline = 0.3
+        big = b"{\"pixels\": [[" + b"0," * (module.LARGE_BODY_BYTES // 2) + b"1]]}"
+        status, data, _ = predict(server, big)
+        assert status == 503 and "retry" in data["error"]
+        for _ in range(module.MAX_LARGE_BODIES):
+            server.large_bodies.release()
+        status, data, _ = predict(server, big)
+        assert status == 413  # now read and parsed: one row is wider than MAX_SIDE
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_health_reports_the_test_accuracy():
+    history = dict(HISTORY, run={"test_accuracy": 0.9812, "dataset": "mnist",
+                                 "classes": [str(i) for i in range(10)],
+                                 "recipe": {"hidden": [8]}})
+    server, thread = start(StandIn(), history=history)
+    try:
+        status, data, _ = request(server, "GET", "/api/health")
+        assert status == 200 and data["test_accuracy"] == pytest.approx(0.9812)
+        status, data, _ = request(server, "GET", "/api/history")
+        assert data["run"]["test_accuracy"] == pytest.approx(0.9812)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("content", [
+    "[" * 100000 + "]" * 100000,
+    '{"loss": "abc", "accuracy": [[1, 2]], "run": [1]}',
+    '{"loss": [0.5, {"x": 1}], "run": {"test_accuracy": "high", "dataset": {"a": "' + "[" * 5000 + '"}}}',
+    '"just a string"',
+])
+def test_damaged_history_json_does_not_stop_serving(tmp_path, content):
+    (tmp_path / "m.history.json").write_text(content)
+    history = load_history(tmp_path / "m.npz")
+    assert isinstance(history, dict)
+    server, thread = start(StandIn(), history=history)
+    try:
+        assert healthy(server)
+        status, data, _ = request(server, "GET", "/api/history")
+        assert status == 200 and isinstance(data, dict)
+        assert not isinstance(data.get("loss", []), str)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_port_in_use_is_one_clear_message():
+    server, thread = start(StandIn())
+    try:
+        with pytest.raises(OSError, match="already in use.*--port"):
+            make_server(StandIn(), port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ------------------------------------------------- convolutional networks: the first conv maps
+
+
+def decode_maps(fm):
+    """The feature_maps record back to float maps ``(n, h, w)`` (to within one 255th step)."""
+    import base64
+
+    q = np.frombuffer(base64.b64decode(fm["data"]), dtype=np.uint8)
+    assert q.size == int(np.prod(fm["shape"]))
+    q = q.reshape(fm["shape"]).astype(np.float64)
+    low, high = np.array(fm["range"]).T
+    return low[:, None, None] + q / 255 * (high - low)[:, None, None]
+
+
+@pytest.fixture(scope="module")
+def cnn_app(tmp_path_factory):
+    """A tiny CNN saved to a tmp folder, loaded back and served on 127.0.0.1."""
+    from fastmlp import Conv2D, MaxPool2D
+    from fastmlp.network import Network
+
+    net = Network([(1, 28, 28), Conv2D(3, 3, padding=1), MaxPool2D(2), Conv2D(4, 3), 10],
+                  seed=0)
+    path = tmp_path_factory.mktemp("cnn") / "cnn.npz"
+    net.save(path)
+    model = Network.load(path)
+    server, thread = start(model, history=load_history(path) or None)
+    assert server.server_address[0] == "127.0.0.1"
+    yield server, model
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_cnn_health_names_the_architecture(cnn_app):
+    server, model = cnn_app
+    status, data, _ = request(server, "GET", "/api/health")
+    assert status == 200
+    assert data["architecture"] == ("[(1, 28, 28), Conv2D(3, 3, padding=1), MaxPool2D(2), "
+                                    "Conv2D(4, 3), 10]")
+    assert data["layer_sizes"] == model.layer_sizes and data["status"] == "ok"
+
+
+def test_cnn_predict_returns_the_first_conv_maps(cnn_app):
+    server, model = cnn_app
+    pixels = stroke()
+    status, data, _ = predict(server, {"pixels": pixels.round(3).tolist()})
+    assert status == 200, data
+    fm = data["feature_maps"]
+    assert fm["layer"] == 1 and fm["channels"] == 3 and fm["step"] == 1
+    assert fm["shape"] == [3, 28, 28] and len(fm["range"]) == 3
+    assert fm["name"] == "Conv2D(3, 3, padding=1), relu"
+    x = to_mnist(pixels.round(3)).reshape(1, 784).astype(np.float32)
+    outputs = model.forward(x)
+    expected = outputs[0].reshape(3, 28, 28)
+    spans = np.array([hi - lo for lo, hi in fm["range"]])
+    assert (spans > 0).all()  # an untrained ReLU layer still fires somewhere on a stroke
+    np.testing.assert_allclose(decode_maps(fm), expected, rtol=0,
+                               atol=spans.max() / 255 * 0.5 + 1e-6)
+    for (lo, hi), m in zip(fm["range"], expected):
+        assert lo == pytest.approx(min(0.0, m.min()), abs=1e-6)
+        assert hi == pytest.approx(max(0.0, m.max()), abs=1e-6)
+    np.testing.assert_allclose(data["probabilities"], model.predict_proba(x)[0], atol=1e-6)
+    assert data["label"] == int(np.argmax(model.predict_proba(x)[0]))
+    assert np.array(data["input"]).shape == (28, 28)
+
+
+def serve_briefly(model, pixels):
+    """Start a server for ``model``, send one predict, stop it; return (status, data, body size)."""
+    server, thread = start(model)
+    try:
+        body = json.dumps({"pixels": pixels.round(3).tolist()}).encode()
+        status, data, headers = request(server, "POST", "/api/predict", body,
+                                        {"Content-Type": "application/json"})
+        return status, data, int(headers["Content-Length"])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_cnn_maps_of_a_later_conv_layer_with_negative_values():
+    """The first *conv* layer, wherever it sits (here after a pool); tanh maps go below 0."""
+    from fastmlp import Conv2D, MaxPool2D
+    from fastmlp.network import Network
+
+    net = Network([(1, 28, 28), MaxPool2D(2), Conv2D(2, 3), 8, 10],
+                  activations=["tanh", "relu", "softmax"], seed=1)
+    status, data, _ = serve_briefly(net, stroke())
+    assert status == 200, data
+    fm = data["feature_maps"]
+    assert fm["layer"] == 2 and fm["shape"] == [2, 12, 12] and fm["channels"] == 2
+    assert fm["name"] == "Conv2D(2, 3), tanh"
+    x = to_mnist(stroke().round(3)).reshape(1, 784).astype(np.float32)
+    expected = net.forward(x)[1].reshape(2, 12, 12)
+    assert min(lo for lo, _ in fm["range"]) < 0  # tanh of negative sums where weights are < 0
+    spans = np.array([hi - lo for lo, hi in fm["range"]])
+    np.testing.assert_allclose(decode_maps(fm), expected, atol=spans.max() / 255 * 0.5 + 1e-6)
+
+
+def test_cnn_maps_are_bounded():
+    """A wide, padded first layer: at most MAX_MAPS maps, subsampled to <= MAX_MAP_SIDE."""
+    from fastmlp import Conv2D
+    from fastmlp.network import Network
+    from fastmlp.web.server import MAX_MAP_SIDE, MAX_MAPS
+
+    net = Network([(1, 28, 28), Conv2D(MAX_MAPS + 8, 3, padding=20), 10], seed=2)  # 66 x 66
+    status, data, size = serve_briefly(net, stroke())
+    assert status == 200, data
+    fm = data["feature_maps"]
+    step = -(-66 // MAX_MAP_SIDE)
+    assert fm["channels"] == MAX_MAPS + 8 and fm["step"] == step == 2
+    assert fm["shape"] == [MAX_MAPS, 33, 33]
+    x = to_mnist(stroke().round(3)).reshape(1, 784).astype(np.float32)
+    expected = net.forward(x)[0].reshape(MAX_MAPS + 8, 66, 66)[:MAX_MAPS, ::step, ::step]
+    spans = np.array([hi - lo for lo, hi in fm["range"]])
+    np.testing.assert_allclose(decode_maps(fm), expected, atol=spans.max() / 255 * 0.5 + 1e-6)
+    # 32 maps of 56 x 56 bytes in base64, plus the 28x28 input and the rest: well under 200 kB
+    assert size < 200_000
+
+
+def test_cnn_flat_maps_scale_from_zero_and_dead_maps_are_zero_not_nan():
+    from fastmlp import Conv2D, MaxPool2D
+    from fastmlp.network import Network
+
+    net = Network([(1, 28, 28), Conv2D(2, 5), MaxPool2D(2), 10], seed=3)
+    net.weights[0][...] = 0.0
+    net.biases[0][...] = [0.0, 1.5]  # map 0: all 0 (dead); map 1: 1.5 everywhere
+    status, data, _ = serve_briefly(net, stroke())
+    assert status == 200, data
+    fm = data["feature_maps"]
+    assert fm["range"] == [[0.0, 0.0], [0.0, 1.5]]  # the range always holds 0
+    maps = decode_maps(fm)
+    assert not maps[0].any()
+    np.testing.assert_allclose(maps[1], 1.5)
+
+
+def test_mlp_network_responses_have_no_cnn_fields():
+    from fastmlp.network import Network
+
+    net = Network([784, 8, 10], seed=0)
+    server, thread = start(net)
+    try:
+        status, data, _ = request(server, "GET", "/api/health")
+        assert status == 200 and data == {"status": "ok", "layer_sizes": [784, 8, 10],
+                                          "test_accuracy": None}
+        status, data, _ = predict(server, {"pixels": stroke().round(3).tolist()})
+        assert status == 200 and set(data) == {"label", "probabilities", "input"}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_make_server_refuses_a_cnn_of_another_image_shape():
+    from fastmlp import Conv2D
+    from fastmlp.network import Network
+
+    net = Network([(1, 14, 56), Conv2D(2, 3), 10], seed=0)  # 784 inputs, but not 28 x 28
+    with pytest.raises(ValueError, match=r"\(1, 14, 56\)"):
+        make_server(net, port=0)

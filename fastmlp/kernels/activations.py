@@ -6,9 +6,9 @@ import numpy as np
 from numba import njit
 
 # Codes shared with fastmlp.network (names -> codes) and with every kernel.
-RELU, SIGMOID, TANH, IDENTITY, SOFTMAX = 0, 1, 2, 3, 4
+RELU, SIGMOID, TANH, IDENTITY, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
 CODES = {"relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "identity": IDENTITY,
-         "softmax": SOFTMAX}
+         "softmax": SOFTMAX, "exp": EXP}
 
 
 @njit(cache=True, error_model="numpy")  # divisions without per-element zero checks
@@ -28,6 +28,11 @@ def activate(code, Z):
         elif code == TANH:
             for j in range(cols):
                 Z[r, j] = math.tanh(Z[r, j])
+        elif code == EXP:
+            # The Poisson regressor's log link; overflows to inf past z ~ 709 (88 in
+            # float32), as scikit-learn's does.
+            for j in range(cols):
+                Z[r, j] = math.exp(Z[r, j])
         elif code == SOFTMAX:
             m = Z[r, 0]
             for j in range(1, cols):
@@ -56,6 +61,9 @@ def activation_backward(code, A, G):
         elif code == TANH:
             for j in range(cols):
                 G[r, j] *= 1 - A[r, j] * A[r, j]
+        elif code == EXP:
+            for j in range(cols):
+                G[r, j] *= A[r, j]  # (eᶻ)' = eᶻ = a
         elif code == SOFTMAX:
             # Jacobian-vector product of softmax: a ⊙ (g - <g, a>).
             dot = 0.0

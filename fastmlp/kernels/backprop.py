@@ -1,161 +1,251 @@
-"""One batch through the network: forward, output cost, backward to every layer's gradient.
+"""One part of a batch through the network: forward, output cost, backward to every gradient.
 
-The first layer reads its samples ``X[rows]`` from a CSR copy of X made once per fit
-(``use_csr``), or gathers the dense rows into ``xbuf``. Layer outputs live in one flat
-workspace ``acts`` (layer ``l`` from ``act_offsets[l]``, shape ``(n, n_out)``). ``scratch``
-holds transposes (a layer's input batch, a weight matrix, a δ), ``sp_*`` the CSR form of the
-first layer's input batch transposed, and ``ident`` an ``arange`` long enough to index any
-batch or layer.
+The network is a layer table (:mod:`fastmlp._layout`): the loops here walk its rows and call the
+dense, convolution or pooling kernels for each. Layer outputs live in one flat workspace
+``ws.acts[t]`` (layer ``l`` from ``n · Σ_{k<l} width_k``, shape ``(n, width_l)``); pooling
+remembers its winners in ``ws.argmax[t]`` the same way.
 
-Layers with fewer than ``NARROW`` outputs (a 10-class output layer) use dot-product forms
-(``gemm_nt``): a sweep over so few outputs is too short for gemm to vectorize.
+The first layer reads its samples ``X[rows]`` one of three ways:
+
+* from a CSR matrix given by the caller (``inp.use_csr``: scipy sparse input);
+* dense X that is sparse enough (MNIST pixels are ~80 % zeros): the part's rows are
+  compressed into a CSR block in the workspace and multiplied skipping the zeros;
+* otherwise the dense rows, gathered into ``ws.xbuf[t]`` (or read in place when the rows are
+  consecutive, as in prediction).
+
+Everything here is inlined into its caller (``inline="always"``, at numba's IR level): numba
+re-optimizes every compiled function it links into a caller, once per level of calls, so
+each level of separately compiled functions between the training loop and the kernels would
+cost another full optimization of all of them (cold start: the first run compiles).
+
+Dense layers with fewer than ``NARROW`` outputs (a 10-class output layer) use dot-product
+forms (``gemm_nt``): a sweep over so few outputs is too short for gemm to vectorize.
 """
 
 from numba import njit
 
 from .activations import activate, activation_backward, apply_dropout, dropout_backward
+from .conv import conv_backward, conv_forward, maxpool_backward, maxpool_forward
 from .costs import output_delta
-from .dense import (column_sums, csr_rows_transposed, fill_rows, gather_rows, gemm, gemm_nt,
-                    scaled_copy, spmm, transpose)
+from .dense import (column_sums, csr_rows_transposed, dense_to_csr, fill_rows, gather_rows,
+                    gemm, gemm_nt, scaled_copy, spmm, transpose)
+from .._layout import (ACT, CONV, DENSE, IN_C, IN_H, IN_W, KH, KIND, KW, OUT_C, OUT_H, OUT_W,
+                     PARAM, POOL)
 
 NARROW = 16
 
 
-@njit(cache=True)
-def layer_params(params, offsets, sizes, layer):
-    """Views ``(Wt, b)`` of one layer inside the flat parameter (or gradient) vector."""
-    n_in, n_out = sizes[layer], sizes[layer + 1]
-    start = offsets[layer]
-    mid = start + n_in * n_out
-    return params[start:mid].reshape((n_in, n_out)), params[mid:mid + n_out]
-
-
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def view2d(buffer, start, rows, cols):
     return buffer[start:start + rows * cols].reshape((rows, cols))
 
 
-@njit(cache=True)
-def scratch_views(scratch, n, sizes, layer):
-    """Three disjoint transposes in ``scratch``: the layer's input batch ``(n_in, n)``, its
-    weights ``W (n_out, n_in)`` and its δ ``(n_out, n)``."""
-    n_in, n_out = sizes[layer], sizes[layer + 1]
-    inputs_t = view2d(scratch, 0, n_in, n)
-    W = view2d(scratch, n_in * n, n_out, n_in)
-    delta_t = view2d(scratch, n_in * n + n_out * n_in, n_out, n)
-    return inputs_t, W, delta_t
+@njit(cache=True, inline="always")
+def out_width(row):
+    return row[OUT_C] * row[OUT_H] * row[OUT_W]
 
 
-@njit(cache=True)
-def forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data, use_csr,
-                  acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident,
-                  dropout, key, step, row0):
-    """Every layer's output for ``X[rows]``; the last layer is left *before* its activation
-    so that the cost can fuse it (softmax + cross-entropy). Returns that last view.
+@njit(cache=True, inline="always")
+def in_width(row):
+    return row[IN_C] * row[IN_H] * row[IN_W]
 
-    With ``dropout > 0`` hidden outputs get the dropout mask of ``(key, step)``; ``rows`` are
-    rows ``row0 ..`` of the batch."""
+
+@njit(cache=True, inline="always")
+def layer_params(params, row):
+    """Views ``(W2d, b)`` of one layer inside the flat parameter (or gradient) vector:
+    dense ``Wt (n_in, n_out)``, conv ``W (F, C·kh·kw)``."""
+    start = row[PARAM]
+    if row[KIND] == CONV:
+        rows, cols = row[OUT_C], row[IN_C] * row[KH] * row[KW]
+    else:
+        rows, cols = in_width(row), row[OUT_C]
+    mid = start + rows * cols
+    return params[start:mid].reshape((rows, cols)), params[mid:mid + row[OUT_C]]
+
+
+@njit(cache=True, inline="always")
+def layer_output(ws, t, table, layer, n):
+    """Layer ``layer``'s output ``(n, width)`` inside part ``t``'s workspace."""
+    start = 0
+    for k in range(layer):
+        start += n * out_width(table[k])
+    return view2d(ws.acts[t], start, n, out_width(table[layer]))
+
+
+@njit(cache=True, inline="always")
+def pool_winners(ws, t, table, layer, n):
+    """Pooling layer ``layer``'s remembered winners ``(n, width)`` (int32)."""
+    start = 0
+    for k in range(layer):
+        if table[k, KIND] == POOL:
+            start += n * out_width(table[k])
+    return view2d(ws.argmax[t], start, n, out_width(table[layer]))
+
+
+@njit(cache=True, inline="always")
+def first_input(inp, rows, contiguous, ws, t, table):
+    """The first layer's dense input ``(n, n_in)`` and whether it goes in from CSR instead:
+    ``(x, sparse, csr_rows)``. Sparse dense rows are compressed into part ``t``'s CSR block
+    (``csr_rows`` then indexes that block; for caller CSR it is ``rows`` itself)."""
     n = rows.size
-    n_layers = sizes.size - 1
-    Z = view2d(acts, 0, 0, 1)
+    n_in = in_width(table[0])
+    x = view2d(ws.xbuf[t], 0, n, n_in)
+    if inp.use_csr:
+        return x, True, rows
+    if contiguous:
+        x = inp.X[rows[0]:rows[0] + n]
+    else:
+        gather_rows(inp.X, rows, x)
+    if table[0, KIND] != DENSE or n == 0:
+        return x, False, rows
+    nonzeros = 0
+    for i in range(n):
+        for k in range(n_in):
+            if x[i, k] != 0:
+                nonzeros += 1
+    if nonzeros >= inp.sparse_below * n * n_in:
+        return x, False, rows
+    block = ws.ident[:n]
+    dense_to_csr(x, block, ws.csr_indptr[t], ws.csr_indices[t], ws.csr_data[t])
+    return x, True, block
+
+
+@njit(cache=True, inline="always")
+def first_csr(inp, sparse_from_block, ws, t):
+    """``(indptr, indices, data)`` the first layer's CSR rows come from."""
+    if sparse_from_block:
+        return ws.csr_indptr[t], ws.csr_indices[t], ws.csr_data[t]
+    return inp.indptr, inp.indices, inp.data
+
+
+@njit(cache=True, inline="always")
+def forward(params, table, inp, rows, contiguous, ws, t, dropout, key, step, row0):
+    """Every layer's output for ``X[rows]`` into part ``t``'s workspace; the last layer is left
+    *before* its activation so that the cost can fuse it (softmax + cross-entropy). Returns
+    that last view and whether the first layer went in from CSR (see :func:`first_input`).
+
+    With ``dropout > 0`` hidden layers with parameters get the dropout mask of
+    ``(key, step)``; ``rows`` are rows ``row0 ..`` of the batch."""
+    n = rows.size
+    n_layers = table.shape[0]
+    x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, t, table)
+    indptr, indices, data = first_csr(inp, sparse and not inp.use_csr, ws, t)
+    prev = x
     for layer in range(n_layers):
-        Wt, b = layer_params(params, offsets, sizes, layer)
-        prev = Z
-        Z = view2d(acts, act_offsets[layer], n, sizes[layer + 1])
-        fill_rows(Z, b)
-        if layer > 0 and sizes[layer + 1] < NARROW:
-            W = scratch_views(scratch, n, sizes, layer)[1]
-            transpose(Wt, W)
-            gemm_nt(prev, W, Z)
-        elif layer > 0:
-            gemm(prev, Wt, Z)
-        elif use_csr:
-            spmm(indptr, indices, data, rows, Wt, Z)
+        row = table[layer]
+        kind = row[KIND]
+        Z = layer_output(ws, t, table, layer, n)
+        if kind == DENSE:
+            Wt, b = layer_params(params, row)
+            fill_rows(Z, b)
+            if layer == 0 and sparse:
+                spmm(indptr, indices, data, csr_rows, Wt, Z)
+            elif row[OUT_C] < NARROW:
+                W = view2d(ws.scratch[t], 0, row[OUT_C], in_width(row))
+                transpose(Wt, W)
+                gemm_nt(prev, W, Z)
+            else:
+                gemm(prev, Wt, Z)
+        elif kind == CONV:
+            W, b = layer_params(params, row)
+            conv_forward(prev, W, b, row, Z, ws.conv[t])
         else:
-            x = view2d(xbuf, 0, n, sizes[0])
-            gather_rows(X, rows, x)
-            gemm(x, Wt, Z)
-        if layer < n_layers - 1:
-            activate(act_codes[layer], Z)
+            maxpool_forward(prev, row, Z, pool_winners(ws, t, table, layer, n))
+        if layer < n_layers - 1 and kind != POOL:
+            activate(row[ACT], Z)
             if dropout > 0:
                 apply_dropout(Z, dropout, key, step, layer, row0)
-    return Z
+        prev = Z
+    return prev, sparse
 
 
-@njit(cache=True)
-def batch_gradients(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr,
-                    indices, data, use_csr, l2, acts, act_offsets, xbuf, scratch, sp_indptr,
-                    sp_indices, sp_data, ident, delta_a, delta_b, grads, dropout, key, step,
-                    n_total, row0):
+@njit(cache=True, inline="always")
+def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, ws, t, grads,
+              dropout, key, step, row0):
     """Fill ``grads`` (flat, parameter layout) with ∂C/∂θ + l2 θ of the cost of ``X[rows]``
-    *divided by n_total*: a batch of ``n_total`` split into parts adds up to its mean cost.
+    *divided by weight_sum*: a batch of weight sum ``weight_sum`` (its size, without sample
+    weights) split into parts adds up to its mean cost. ``w_batch`` holds the rows' sample
+    weights, or nothing.
 
-    Returns the summed data cost of these rows."""
+    Returns the summed (weighted) data cost of these rows."""
     n = rows.size
-    n_layers = sizes.size - 1
-    out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
-                        use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident, dropout, key, step, row0)
-    delta = view2d(delta_a, 0, n, sizes[n_layers])
-    total = output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n_total, delta)
+    n_layers = table.shape[0]
+    out, sparse = forward(params, table, inp, rows, False, ws, t, dropout, key, step, row0)
+    last = table[n_layers - 1]
+    delta = view2d(ws.delta_a[t], 0, n, out_width(last))
+    total = output_delta(cost, last[ACT], out, Y_batch, w_batch, weight_sum, delta)
     spare_is_b = True  # δ sits in delta_a; the next one goes to the other buffer
     for layer in range(n_layers - 1, -1, -1):
-        Wt, _ = layer_params(params, offsets, sizes, layer)
-        dWt, db = layer_params(grads, offsets, sizes, layer)
-        n_in, n_out = sizes[layer], sizes[layer + 1]
-        # dWt = Aᵀ δ + l2 Wt, A being the layer's input.
-        scaled_copy(dWt, Wt, l2)
-        if layer == 0 and use_csr:
-            csr_rows_transposed(indptr, indices, data, rows, n_in, sp_indptr, sp_indices,
-                                sp_data)
-            spmm(sp_indptr, sp_indices, sp_data, ident[:n_in], delta, dWt)
-        else:
-            if layer == 0:
-                prev = view2d(xbuf, 0, n, n_in)
-            else:
-                prev = view2d(acts, act_offsets[layer - 1], n, n_in)
-            prev_t, W, delta_t = scratch_views(scratch, n, sizes, layer)
-            transpose(prev, prev_t)
-            if n_out < NARROW:
-                transpose(delta, delta_t)
-                gemm_nt(prev_t, delta_t, dWt)
-            else:
-                gemm(prev_t, delta, dWt)
-        column_sums(delta, db)
+        row = table[layer]
+        kind = row[KIND]
+        n_in = in_width(row)
         if layer > 0:
-            # δ for the layer below: (δ W) ⊙ f'(a), with W = Wtᵀ laid out in scratch.
-            transpose(Wt, W)
-            upstream = view2d(delta_b if spare_is_b else delta_a, 0, n, n_in)
-            upstream[:] = 0
-            gemm(delta, W, upstream)
+            prev = layer_output(ws, t, table, layer - 1, n)
+            upstream = view2d(ws.delta_b[t] if spare_is_b else ws.delta_a[t], 0, n, n_in)
+        else:
+            prev = view2d(ws.xbuf[t], 0, n, n_in)
+            upstream = view2d(ws.delta_b[t], 0, 0, n_in)  # the input needs no gradient
+        if kind == DENSE:
+            Wt, _ = layer_params(params, row)
+            dWt, db = layer_params(grads, row)
+            n_out = row[OUT_C]
+            # dWt = Aᵀ δ + l2 Wt, A being the layer's input.
+            scaled_copy(dWt, Wt, l2)
+            if layer == 0 and sparse:
+                indptr, indices, data = first_csr(inp, not inp.use_csr, ws, t)
+                csr_rows = rows if inp.use_csr else ws.ident[:n]
+                csr_rows_transposed(indptr, indices, data, csr_rows, n_in, ws.sp_indptr[t],
+                                    ws.sp_indices[t], ws.sp_data[t])
+                spmm(ws.sp_indptr[t], ws.sp_indices[t], ws.sp_data[t], ws.ident[:n_in], delta,
+                     dWt)
+            else:
+                prev_t = view2d(ws.scratch[t], 0, n_in, n)
+                transpose(prev, prev_t)
+                if n_out < NARROW:
+                    delta_t = view2d(ws.scratch[t], n_in * n, n_out, n)
+                    transpose(delta, delta_t)
+                    gemm_nt(prev_t, delta_t, dWt)
+                else:
+                    gemm(prev_t, delta, dWt)
+            column_sums(delta, db)
+            if layer > 0:
+                # The layer below's ∂C/∂a = δ W, with W = Wtᵀ laid out in scratch.
+                W = view2d(ws.scratch[t], 0, n_out, n_in)
+                transpose(Wt, W)
+                upstream[:] = 0
+                gemm(delta, W, upstream)
+        elif kind == CONV:
+            W, _ = layer_params(params, row)
+            dW, db = layer_params(grads, row)
+            scaled_copy(dW, W, l2)
+            db[:] = 0
+            conv_backward(prev, W, delta, row, dW, db, upstream, layer > 0, ws.conv[t])
+        elif layer > 0:  # (pooling the input itself: nothing below needs a gradient)
+            maxpool_backward(delta, pool_winners(ws, t, table, layer, n), row, upstream)
+        if layer == 0:
+            break
+        below = table[layer - 1]
+        if below[KIND] != POOL:
+            # δ of the layer below: its ∂C/∂a through dropout's mask and f'(a).
             if dropout > 0:
                 dropout_backward(prev, upstream, dropout, key, step, layer - 1, row0)
-            activation_backward(act_codes[layer - 1], prev, upstream)
-            spare_is_b = not spare_is_b
-            delta = upstream
+            activation_backward(below[ACT], prev, upstream)
+        spare_is_b = not spare_is_b
+        delta = upstream
     return total
 
 
-@njit(cache=True)
-def batch_cost(params, offsets, sizes, act_codes, cost, X, rows, Y_batch, indptr, indices,
-               data, use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-               sp_data, ident, delta):
-    """The summed data cost of ``X[rows]`` (no gradients); leaves ŷ in the last layer."""
+@njit(cache=True, inline="always")
+def infer(params, table, cost, inp, rows, Y_batch, w_batch, ws, t):
+    """ŷ for ``X[rows]`` (consecutive rows) in part ``t``'s workspace; with targets
+    (``Y_batch`` non-empty) also returns their summed data cost (weighted by ``w_batch`` when
+    that is not empty), else 0. Returns ``(ŷ view, cost)``."""
     n = rows.size
-    n_layers = sizes.size - 1
-    out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
-                        use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident, 0.0, 0, 0, 0)
-    return output_delta(cost, act_codes[n_layers - 1], out, Y_batch, n,
-                        view2d(delta, 0, n, sizes[n_layers]))
+    out, _ = forward(params, table, inp, rows, True, ws, t, 0.0, 0, 0, 0)
+    last = table[table.shape[0] - 1]
+    if Y_batch.shape[0] == 0:
+        activate(last[ACT], out)
+        return out, 0.0
+    delta = view2d(ws.delta_a[t], 0, n, out_width(last))
+    return out, output_delta(cost, last[ACT], out, Y_batch, w_batch, n, delta)
 
-
-@njit(cache=True)
-def predict_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data, use_csr,
-                  acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices, sp_data, ident):
-    """ŷ for ``X[rows]``; returns the output view inside ``acts``."""
-    out = forward_batch(params, offsets, sizes, act_codes, X, rows, indptr, indices, data,
-                        use_csr, acts, act_offsets, xbuf, scratch, sp_indptr, sp_indices,
-                        sp_data, ident, 0.0, 0, 0, 0)
-    activate(act_codes[sizes.size - 2], out)
-    return out

@@ -4,23 +4,25 @@ import math
 
 from numba import njit
 
-from .activations import SIGMOID, SOFTMAX, activate, activation_backward
+from .activations import EXP, SIGMOID, SOFTMAX, activate, activation_backward
 
-CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY = 0, 1, 2
+CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY, POISSON = 0, 1, 2, 3
 CODES = {"cross_entropy": CROSS_ENTROPY, "mse": MSE,
-         "binary_cross_entropy": BINARY_CROSS_ENTROPY}
+         "binary_cross_entropy": BINARY_CROSS_ENTROPY, "poisson": POISSON}
 
 
 @njit(cache=True)
-def softmax_cross_entropy(Z, Y, inv_n, delta):
-    """Softmax and cross-entropy fused: A <- softmax(Z) in place, δ = (A - Y)·inv_n.
+def softmax_cross_entropy(Z, Y, w, inv_n, delta):
+    """Softmax and cross-entropy fused: A <- softmax(Z) in place, δ = (A - Y)·w·inv_n.
 
-    Returns Σ_rows -Σ_i y_i log softmax(z)_i, with log-softmax computed from z so that it stays
-    finite where a probability underflows to zero.
+    Returns Σ_rows w_r (-Σ_i y_i log softmax(z)_i), with log-softmax computed from z so that
+    it stays finite where a probability underflows to zero. ``w`` holds one weight per row,
+    or nothing (every weight 1).
     """
     rows, cols = Z.shape
     total = 0.0
     for r in range(rows):
+        f = w[r] if w.size else 1.0
         m = Z[r, 0]
         for j in range(1, cols):
             m = max(m, Z[r, j])
@@ -28,12 +30,14 @@ def softmax_cross_entropy(Z, Y, inv_n, delta):
         for j in range(cols):
             s += math.exp(Z[r, j] - m)
         log_s = math.log(s)
+        row_cost = 0.0
         for j in range(cols):
             log_p = Z[r, j] - m - log_s
             if Y[r, j] != 0:
-                total -= Y[r, j] * log_p
+                row_cost -= Y[r, j] * log_p
             Z[r, j] = math.exp(log_p)
-            delta[r, j] = (Z[r, j] - Y[r, j]) * inv_n
+            delta[r, j] = (Z[r, j] - Y[r, j]) * (f * inv_n)
+        total += f * row_cost
     return total
 
 
@@ -44,43 +48,75 @@ def softplus(x):
 
 
 @njit(cache=True, error_model="numpy")  # divisions without per-element zero checks
-def sigmoid_binary_cross_entropy(Z, Y, inv_n, delta):
-    """Sigmoid and binary cross-entropy fused: A <- σ(Z) in place, δ = (A - Y)·inv_n.
+def sigmoid_binary_cross_entropy(Z, Y, w, inv_n, delta):
+    """Sigmoid and binary cross-entropy fused: A <- σ(Z) in place, δ = (A - Y)·w·inv_n.
 
-    Returns Σ -[y log σ(z) + (1-y) log(1-σ(z))] = Σ y softplus(-z) + (1-y) softplus(z),
-    finite for any z."""
+    Returns Σ w_r Σ -[y log σ(z) + (1-y) log(1-σ(z))] = Σ w_r Σ y softplus(-z) + (1-y)
+    softplus(z), finite for any z."""
     rows, cols = Z.shape
     total = 0.0
     for r in range(rows):
+        f = w[r] if w.size else 1.0
         for j in range(cols):
             z = Z[r, j]
             y = Y[r, j]
-            total += y * softplus(-z) + (1 - y) * softplus(z)
+            total += f * (y * softplus(-z) + (1 - y) * softplus(z))
             e = math.exp(-abs(z))
             Z[r, j] = 1 / (1 + e) if z >= 0 else e / (1 + e)
-            delta[r, j] = (Z[r, j] - y) * inv_n
+            delta[r, j] = (Z[r, j] - y) * (f * inv_n)
     return total
 
 
 @njit(cache=True)
-def output_delta(cost, code, Z, Y, n, delta):
+def exp_poisson(Z, Y, w, inv_n, delta):
+    """Exponential output and half Poisson deviance fused: A <- exp(Z) in place,
+    δ = (A - Y)·w·inv_n (the log link is the deviance's canonical link, so the chain rule
+    collapses as for softmax + cross-entropy).
+
+    Returns Σ w_r Σ y log(y/ŷ) - y + ŷ = Σ w_r Σ y log y - y z - y + eᶻ (y log y = 0 at
+    y = 0): the deviance scikit-learn's ``MLPRegressor(loss="poisson")`` reports, from z so
+    that log ŷ is exact. ``w`` holds one weight per row, or nothing (every weight 1)."""
+    rows, cols = Z.shape
+    total = 0.0
+    for r in range(rows):
+        f = w[r] if w.size else 1.0
+        row_cost = 0.0
+        for j in range(cols):
+            z = Z[r, j]
+            y = Y[r, j]
+            e = math.exp(z)
+            if y > 0:
+                row_cost += y * math.log(y) - y * z - y
+            row_cost += e
+            Z[r, j] = e
+            delta[r, j] = (e - y) * (f * inv_n)
+        total += f * row_cost
+    return total
+
+
+@njit(cache=True)
+def output_delta(cost, code, Z, Y, w, n, delta):
     """Activate the output layer in place (Z becomes ŷ), fill δᴸ, return the summed cost.
 
-    ``n`` is the batch size the mean cost divides by.
+    ``n`` is what the mean cost divides by: the batch size, or with sample weights ``w``
+    (one per row; empty for none) the batch's weight sum. The returned sum is weighted.
     """
     rows, cols = Z.shape
     if cost == CROSS_ENTROPY and code == SOFTMAX:
-        return softmax_cross_entropy(Z, Y, 1.0 / n, delta)
+        return softmax_cross_entropy(Z, Y, w, 1.0 / n, delta)
     if cost == BINARY_CROSS_ENTROPY and code == SIGMOID:
-        return sigmoid_binary_cross_entropy(Z, Y, 1.0 / n, delta)
+        return sigmoid_binary_cross_entropy(Z, Y, w, 1.0 / n, delta)
+    if cost == POISSON and code == EXP:
+        return exp_poisson(Z, Y, w, 1.0 / n, delta)
     activate(code, Z)
     total = 0.0
     scale = 2.0 / (n * cols)
     for r in range(rows):
+        f = w[r] if w.size else 1.0
         for j in range(cols):
             diff = Z[r, j] - Y[r, j]
-            total += diff * diff
-            delta[r, j] = diff * scale
+            total += f * diff * diff
+            delta[r, j] = diff * (f * scale)
     activation_backward(code, Z, delta)
     # MSE is a mean over outputs too; callers multiply by n, so return the per-sample sum.
     return total / cols

@@ -4,28 +4,52 @@ Routes
 ------
 ``GET /``               the page (``static/index.html``)
 ``GET /static/<name>``  the page's own files; only plain names inside ``static/``
-``GET /api/health``     ``{"status": "ok", "layer_sizes": [...] | null}``
+``GET /api/health``     ``{"status": "ok", "layer_sizes": [...] | null,
+                        "test_accuracy": float | null}`` (the accuracy ``fastmlp train``
+                        measured on the test set, from the model's ``.history.json``);
+                        a convolutional network adds ``"architecture"``: its layer list
+                        as text, e.g. ``"[(1, 28, 28), Conv2D(8, 5, padding=2), ...]"``
 ``GET /api/history``    the model's training History as JSON (``{}`` when there is none)
 ``POST /api/predict``   ``{"pixels": [[...], ...]}`` -> ``{"label", "probabilities", "input"}``
+                        (+ ``"feature_maps"`` for a convolutional network)
+``OPTIONS *``           204 with an ``Allow`` header
 
 ``pixels`` is a 2-D list (at most 1024 x 1024) of ink values in [0, 1], ink = 1; it goes
 through :func:`fastmlp.images.to_mnist`, and ``input`` is the 28x28 image the network saw.
 
+``feature_maps`` (convolutional networks only) holds the first convolution layer's output
+after its activation, compactly: ``{"layer": index in the layer list (0 is the input),
+"name", "channels": maps the layer has, "shape": [maps sent, height, width], "step": the
+subsampling step (1 unless a map is wider than MAX_MAP_SIDE), "range": [[low, high], ...]
+per map, "data": base64 of uint8 values, map after map, row-major}``; a value ``q`` stands
+for ``low + q / 255 * (high - low)``, with ``low = min(0, min of the map)`` and ``high =
+max(0, max of the map)`` (so 0 is black for ReLU maps). At most ``MAX_MAPS`` maps of at most
+``MAX_MAP_SIDE`` x ``MAX_MAP_SIDE`` values are sent: the answer stays small and bounded.
+
 Errors are JSON ``{"error": "..."}``: 400 malformed (not JSON, not an object, no
-``pixels``, wrong rank, ragged, non-numeric, bad Content-Length), 404 unknown path,
-405 wrong method, 411 no Content-Length, 413 body over 8 MiB or image over 1024 px a side
-(refused before the body is read), 422 well-formed but unusable (NaN/inf, values outside
-[0, 1], no ink), 500 the model failed. The server keeps serving after any of them.
+``pixels``, wrong rank, ragged, non-numeric, bad Content-Length, body shorter than its
+Content-Length), 404 unknown path, 405 wrong method (TRACE included), 408 body not received
+within ``BODY_DEADLINE`` seconds, 411 no Content-Length, 413 body over 8 MiB or image over
+1024 px a side (refused before the body is read), 422 well-formed but unusable (NaN/inf,
+values outside [0, 1], no ink), 501 unknown method, 503 too many large requests at once
+(retry), 500 the model failed. The server keeps serving after any of them.
+
+Load: the listen backlog is ``LISTEN_BACKLOG`` (bursts of connections queue instead of
+being reset), at most ``MAX_LARGE_BODIES`` bodies over ``LARGE_BODY_BYTES`` are read and
+parsed at once (bounded memory: each may become a million-element Python list), and a body
+must arrive whole within ``BODY_DEADLINE`` seconds, however slowly it trickles.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import mimetypes
 import os
 import re
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,11 +59,19 @@ import numpy as np
 
 from ..images import SIZE, to_mnist
 
-__all__ = ["make_server", "serve", "load_history", "MAX_BODY_BYTES", "MAX_SIDE"]
+__all__ = ["make_server", "serve", "load_history", "MAX_BODY_BYTES", "MAX_SIDE", "BODY_DEADLINE",
+           "MAX_MAPS", "MAX_MAP_SIDE"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 8 * 1024 * 1024  #: requests with a larger Content-Length get 413, unread
 MAX_SIDE = 1024  #: the largest accepted image height or width
+BODY_DEADLINE = 10.0  #: seconds a client has to send a whole request body (else 408)
+LISTEN_BACKLOG = 128  #: socketserver's default of 5 resets bursts of new connections
+LARGE_BODY_BYTES = 256 * 1024  #: bodies above this share MAX_LARGE_BODIES slots
+MAX_LARGE_BODIES = 4  #: large bodies read and parsed at once (each may cost ~100 MB)
+MAX_MAPS = 32  #: feature maps sent per prediction (a wider first conv layer: its first 32)
+MAX_MAP_SIDE = 56  #: larger maps are subsampled by a whole step to at most this many a side
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")  # ASCII digits only: "²".isdigit() is True
 
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _TYPES = {
@@ -109,7 +141,52 @@ def _history_dict(history) -> dict:
                 history = {k: v for k, v in vars(history).items() if not k.startswith("_")}
     if not isinstance(history, dict):
         raise TypeError(f"history must be a dict, a History or a JSON path, got {type(history).__name__}")
-    return _jsonable(history)
+    return _plain_history(history)
+
+
+def _plain(value):
+    """A number, string, bool or None as itself (NaN/inf as None); anything else: _SKIP."""
+    if value is None or isinstance(value, (str, bool, np.bool_)):
+        return bool(value) if isinstance(value, np.bool_) else value
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return _jsonable(value)
+    return _SKIP
+
+
+_SKIP = object()
+_PER_EPOCH = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "learning_rate")
+
+
+def _plain_history(history: dict) -> dict:
+    """What the page may read of a History: per-epoch lists of numbers, scalars, and one
+    level of scalars inside dicts (the ``run`` record). Anything else -- nested structures,
+    lists of strings, a thousand levels of brackets -- is dropped, never recursed into."""
+    out = {}
+    for key, value in history.items():
+        if key in _PER_EPOCH and not isinstance(value, (list, tuple, np.ndarray)):
+            continue
+        if key == "run" and not isinstance(value, dict):
+            continue
+        if isinstance(value, np.ndarray):
+            value = value.tolist() if value.ndim == 1 else None
+        if isinstance(value, (list, tuple)):
+            items = [_plain(v) for v in value]
+            if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                   for v in items):
+                out[str(key)] = items
+        elif isinstance(value, dict):
+            inner = {str(k): _plain(v) for k, v in value.items()}
+            inner = {k: v for k, v in inner.items() if v is not _SKIP}
+            # the run record's class names are a list of strings: keep those too
+            names = value.get("classes")
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                inner["classes"] = list(names)
+            out[str(key)] = inner
+        else:
+            plain = _plain(value)
+            if plain is not _SKIP:
+                out[str(key)] = plain
+    return out
 
 
 def history_path_for(model_path) -> Path:
@@ -124,8 +201,17 @@ def load_history(model_path) -> dict:
     path = history_path_for(model_path)
     try:
         return _history_dict(path)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return {}
+
+
+def _test_accuracy(history: dict):
+    """``history["run"]["test_accuracy"]`` when it is a number in [0, 1], else None."""
+    run = history.get("run") if isinstance(history, dict) else None
+    value = run.get("test_accuracy") if isinstance(run, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    return None
 
 
 # --------------------------------------------------------------------------- validation
@@ -198,6 +284,61 @@ def parse_pixels(body: bytes) -> np.ndarray:
     return arr
 
 
+# --------------------------------------------------------------------------- CNN extras
+
+
+def _is_cnn(model) -> bool:
+    """A fastmlp convolutional Network (``is_mlp`` False); stand-ins and MLPs are not."""
+    return getattr(model, "is_mlp", True) is False and callable(getattr(model, "forward", None))
+
+
+def _architecture(model):
+    """The layer list as text, the way it is written in Python, for a CNN; else None."""
+    if not _is_cnn(model):
+        return None
+    return "[" + ", ".join(repr(spec) for spec in model.layers) + "]"
+
+
+class _FirstConv:
+    """Where the first convolution layer's output sits in ``model.forward``'s list, and its
+    ``(C, H, W)`` shape and name (spec and activation)."""
+
+    def __init__(self, model):
+        from ..layers import plan
+
+        self.index = None
+        for k, layer in enumerate(plan(model.layers)):
+            if layer.kind == "conv":
+                self.index = k  # forward(x)[k] is layer k+1 of the list (0 is the input)
+                self.shape = tuple(int(d) for d in layer.out_shape)
+                # Only pooling (no parameters) can come before the first convolution, so
+                # its activation is the first one.
+                self.name = f"{layer.spec!r}, {list(model.activations)[0]}"
+                break
+
+    def encode(self, output) -> dict:
+        """The maps of one sample's flat layer output, as the bounded JSON record above."""
+        channels, height, width = self.shape
+        maps = np.asarray(output, dtype=np.float64).reshape(self.shape)[:MAX_MAPS]
+        step = max(1, -(-max(height, width) // MAX_MAP_SIDE))  # ceil
+        maps = np.nan_to_num(maps[:, ::step, ::step], nan=0.0, posinf=0.0, neginf=0.0)
+        flat = maps.reshape(maps.shape[0], -1)
+        low = np.minimum(flat.min(axis=1), 0.0)
+        high = np.maximum(flat.max(axis=1), 0.0)
+        span = high - low
+        scale = np.divide(255.0, span, out=np.zeros_like(span), where=span > 0)
+        q = np.rint((flat - low[:, None]) * scale[:, None]).clip(0, 255).astype(np.uint8)
+        return {
+            "layer": self.index + 1,
+            "name": self.name,
+            "channels": channels,
+            "shape": [int(d) for d in maps.shape],
+            "step": step,
+            "range": [[float(a), float(b)] for a, b in zip(low, high)],
+            "data": base64.b64encode(q.tobytes()).decode("ascii"),
+        }
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -206,6 +347,7 @@ class DigitServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address, model, history=None, quiet=True):
         self.model = model
@@ -213,14 +355,44 @@ class DigitServer(ThreadingHTTPServer):
             # A Network carries its own History (saved inside the .npz); stand-ins may not.
             try:
                 history = _history_dict(getattr(model, "history", None))
-            except (TypeError, ValueError, OSError):
+            except (TypeError, ValueError, OSError, RecursionError):
                 history = {}
         self.history = _history_dict(history)
         self.quiet = quiet
         self.predict_lock = threading.Lock()
+        self.large_bodies = threading.BoundedSemaphore(MAX_LARGE_BODIES)
+        self.body_deadline = BODY_DEADLINE  # seconds; an attribute so tests can shorten it
         sizes = getattr(model, "layer_sizes", None)
         self.layer_sizes = [int(s) for s in sizes] if sizes is not None else None
+        self.test_accuracy = _test_accuracy(self.history)
+        self.architecture = _architecture(model)
+        first = _FirstConv(model) if self.architecture is not None else None
+        self.first_conv = first if first is not None and first.index is not None else None
         super().__init__(address, DigitHandler)
+
+    def health(self) -> dict:
+        """``/api/health``: an MLP's answer is exactly as before; a CNN adds its architecture."""
+        info = {"status": "ok", "layer_sizes": self.layer_sizes,
+                "test_accuracy": self.test_accuracy}
+        if self.architecture is not None:
+            info["architecture"] = self.architecture
+        return info
+
+    def server_bind(self):
+        try:
+            super().server_bind()
+        except OSError as exc:
+            import errno
+
+            host, port = self.server_address[:2]
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(exc.errno, f"port {port} on {host} is already in use (another "
+                              "fastmlp serve?); choose another with --port, or --port 0 for "
+                              "any free one") from None
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}"
+                              ) from None
+            raise
 
     @property
     def url(self) -> str:
@@ -237,16 +409,26 @@ class DigitServer(ThreadingHTTPServer):
         except ValueError as exc:
             raise RequestError(422, str(exc)) from None
         x = np.ascontiguousarray(image.reshape(1, SIZE * SIZE), dtype=np.float32)
+        maps = None
         with self.predict_lock:
-            proba = self.model.predict_proba(x)
+            if self.first_conv is not None:
+                # One forward pass gives both: every layer's output, the last being predict_proba.
+                outputs = self.model.forward(x)
+                proba = outputs[-1]
+                maps = self.first_conv.encode(outputs[self.first_conv.index][0])
+            else:
+                proba = self.model.predict_proba(x)
         proba = np.asarray(proba, dtype=np.float64).reshape(-1)
         if proba.size == 0 or not np.isfinite(proba).all():
             raise RuntimeError(f"the model returned unusable probabilities: {proba!r}")
-        return {
+        answer = {
             "label": int(np.argmax(proba)),
             "probabilities": [float(p) for p in proba],
             "input": np.round(image.astype(np.float64), 4).tolist(),
         }
+        if maps is not None:
+            answer["feature_maps"] = maps
+        return answer
 
 
 class DigitHandler(BaseHTTPRequestHandler):
@@ -275,6 +457,26 @@ class DigitHandler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, message: str, extra=()):
         self._json(status, {"error": message}, extra)
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, unknown method, header too long) as
+        JSON like every other error, not its HTML page."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        text = message or phrase
+        if code == HTTPStatus.NOT_IMPLEMENTED and self.command:
+            text = f"{self.command} is not supported; use GET, HEAD or POST"
+        if self.request_version == "HTTP/0.9":
+            # An unparseable request line leaves the 0.9 default, which would suppress the
+            # status line; nobody speaks HTTP/0.9 to this server, so answer in 1.0.
+            self.request_version = "HTTP/1.0"
+        try:
+            self._error(code, text)
+        except OSError:
+            pass
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         if not self.server.quiet:
@@ -315,6 +517,15 @@ class DigitHandler(BaseHTTPRequestHandler):
         self._error(405, f"{self.command} is not allowed here; use {allow}", [("Allow", allow)])
 
     do_PUT = do_DELETE = do_PATCH = lambda self: self._not_allowed("GET, HEAD, POST")  # noqa: E731
+    do_TRACE = do_CONNECT = do_PUT
+
+    def do_OPTIONS(self):
+        self.close_connection = True  # a body we did not read may follow
+        self.send_response(204)
+        self.send_header("Allow", "GET, HEAD, POST, OPTIONS")
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
 
     def _get(self):
         path = self._route()
@@ -323,7 +534,7 @@ class DigitHandler(BaseHTTPRequestHandler):
         if path.startswith("/static/"):
             return self._static(path[len("/static/") :])
         if path == "/api/health":
-            return self._json(200, {"status": "ok", "layer_sizes": self.server.layer_sizes})
+            return self._json(200, self.server.health())
         if path == "/api/history":
             return self._json(200, self.server.history)
         if path == "/api/predict":
@@ -354,8 +565,20 @@ class DigitHandler(BaseHTTPRequestHandler):
                 return self._not_allowed("GET, HEAD")
             self.close_connection = True
             raise RequestError(404, f"no such page: {path}")
-        body = self._read_body()
-        pixels = parse_pixels(body)
+        length = self.headers.get("Content-Length", "").strip()
+        large = _CONTENT_LENGTH.match(length) is not None and int(length) > LARGE_BODY_BYTES
+        if not large:
+            pixels = parse_pixels(self._read_body())
+        else:
+            # Bounded memory: only a few big bodies are held and parsed at once; the others
+            # wait for a slot up to the body deadline, then get 503 (their bodies unread).
+            if not self.server.large_bodies.acquire(timeout=self.server.body_deadline):
+                raise RequestError(503, "too many large requests at once; retry shortly",
+                                   close=True)
+            try:
+                pixels = parse_pixels(self._read_body())
+            finally:
+                self.server.large_bodies.release()
         self._json(200, self.server.predict(pixels))
 
     def _read_body(self) -> bytes:
@@ -366,7 +589,7 @@ class DigitHandler(BaseHTTPRequestHandler):
         if length is None:
             raise RequestError(411, "Content-Length header is required", close=True)
         length = length.strip()
-        if not length.isdigit():
+        if not _CONTENT_LENGTH.match(length):
             raise RequestError(400, f"Content-Length must be a whole number, got {length[:40]!r}", close=True)
         n = int(length)
         if n > MAX_BODY_BYTES:
@@ -375,10 +598,33 @@ class DigitHandler(BaseHTTPRequestHandler):
             )
         if n == 0:
             raise RequestError(400, 'body is empty; send {"pixels": [[...]]}')
-        body = self.rfile.read(n)
-        if len(body) != n:
-            raise RequestError(400, f"body ended after {len(body)} of {n} bytes", close=True)
-        return body
+        return self._read_exactly(n)
+
+    def _read_exactly(self, n: int) -> bytes:
+        """``n`` bytes of body within ``BODY_DEADLINE`` seconds in all (408 otherwise)."""
+        allowed = self.server.body_deadline
+        deadline = time.monotonic() + allowed
+        chunks, got = [], 0
+        try:
+            while got < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(min(left, self.timeout))
+                chunk = self.rfile.read1(min(n - got, 1 << 16))
+                if not chunk:
+                    raise RequestError(400, f"body ended after {got} of {n} bytes", close=True)
+                chunks.append(chunk)
+                got += len(chunk)
+        except TimeoutError:
+            raise RequestError(408, f"body not received in time: {got} of {n} bytes in "
+                               f"{allowed:g} s", close=True) from None
+        finally:
+            try:
+                self.connection.settimeout(self.timeout)
+            except OSError:
+                pass
+        return b"".join(chunks)
 
 
 def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, quiet: bool = True):
@@ -396,6 +642,12 @@ def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, 
     if sizes is not None and len(sizes) and int(sizes[0]) != SIZE * SIZE:
         raise ValueError(
             f"the page sends 28x28 = {SIZE * SIZE} pixels but this model takes {int(sizes[0])} inputs"
+        )
+    shape = getattr(model, "input_shape", None)
+    if shape is not None and tuple(int(d) for d in shape) != (1, SIZE, SIZE):
+        raise ValueError(
+            f"the page sends one 28x28 image, shape (1, {SIZE}, {SIZE}), but this model takes "
+            f"images of shape {tuple(shape)}"
         )
     return DigitServer((host, int(port)), model, history=history, quiet=quiet)
 

@@ -17,6 +17,11 @@
   const curves = document.getElementById("curves");
   const curvesNote = document.getElementById("curves-note");
   const modelInfo = document.getElementById("model-info");
+  const netKind = document.getElementById("net-kind");
+  const mapsBox = document.getElementById("maps-box");
+  const mapsCanvas = document.getElementById("maps");
+  const mapsCtx = mapsCanvas.getContext("2d");
+  const mapsNote = document.getElementById("maps-note");
 
   // ------------------------------------------------------------------ probability bars
   const rows = [];
@@ -203,6 +208,7 @@
       r.row.classList.remove("top");
     }
     seenCtx.clearRect(0, 0, seen.width, seen.height);
+    blankMaps();
   }
 
   function showError(message) {
@@ -225,6 +231,7 @@
       r.row.classList.toggle("top", d === res.label);
     });
     drawSeen(res.input);
+    drawMaps(res.feature_maps);
   }
 
   function drawSeen(img) {
@@ -239,6 +246,65 @@
       }
     }
     seenCtx.putImageData(data, 0, 0);
+  }
+
+  // ------------------------------------------------------------------ feature maps
+  // A convolutional model's answer carries its first conv layer's maps (see server.py):
+  // shape [n, h, w], one uint8 per value in base64, each map scaled to its own range.
+  const MAP_GAP = 2; // map pixels between grid cells
+  let mapsGrid = null; // {n, h, w, cols, rows} of the last maps drawn
+
+  function gridFor(n, h, w) {
+    const cols = n <= 4 ? n : n <= 16 ? 4 : 8;
+    return { n, h, w, cols, rows: Math.ceil(n / cols) };
+  }
+
+  function cellOrigin(g, k) {
+    return { x: (k % g.cols) * (g.w + MAP_GAP), y: Math.floor(k / g.cols) * (g.h + MAP_GAP) };
+  }
+
+  function blankMaps() {
+    if (!mapsGrid) return;
+    mapsCtx.clearRect(0, 0, mapsCanvas.width, mapsCanvas.height);
+    mapsCtx.fillStyle = "#000";
+    for (let k = 0; k < mapsGrid.n; k++) {
+      const o = cellOrigin(mapsGrid, k);
+      mapsCtx.fillRect(o.x, o.y, mapsGrid.w, mapsGrid.h);
+    }
+    mapsCanvas.dataset.maps = "0";
+  }
+
+  function drawMaps(fm) {
+    const ok = fm && Array.isArray(fm.shape) && fm.shape.length === 3 && typeof fm.data === "string";
+    if (!ok) { mapsBox.hidden = true; mapsGrid = null; return; }
+    const [n, h, w] = fm.shape;
+    const bytes = atob(fm.data);
+    if (!(n > 0 && h > 0 && w > 0) || bytes.length !== n * h * w) { mapsBox.hidden = true; return; }
+    const g = gridFor(n, h, w);
+    const W = g.cols * w + (g.cols - 1) * MAP_GAP, H = g.rows * h + (g.rows - 1) * MAP_GAP;
+    if (mapsCanvas.width !== W || mapsCanvas.height !== H) {
+      mapsCanvas.width = W;
+      mapsCanvas.height = H;
+    }
+    mapsGrid = g;
+    mapsBox.hidden = false;
+    mapsCtx.clearRect(0, 0, W, H);
+    const img = mapsCtx.createImageData(w, h);
+    for (let k = 0; k < n; k++) {
+      const base = k * h * w;
+      for (let i = 0; i < h * w; i++) {
+        const v = bytes.charCodeAt(base + i);
+        img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = v;
+        img.data[4 * i + 3] = 255;
+      }
+      const o = cellOrigin(g, k);
+      mapsCtx.putImageData(img, o.x, o.y);
+    }
+    mapsCanvas.dataset.maps = String(n);
+    const shown = fm.channels > n ? "the first " + n + " of " + fm.channels : String(n);
+    const size = fm.step > 1 ? " (1 in " + fm.step + " per side)" : "";
+    mapsNote.textContent = shown + " maps of " + h + " × " + w + size +
+      (typeof fm.name === "string" ? " · " + fm.name : "") + " · each scaled to its own range";
   }
 
   // ------------------------------------------------------------------ training curves
@@ -379,6 +445,11 @@
         " accuracy " + (100 * fin[fin.length - 1]).toFixed(2) + " %");
     }
     if (secs > 0) parts.push(secs.toFixed(1) + " s of training");
+    // the accuracy `fastmlp train` measured on the held-out test set, not on training data
+    const testAcc = history.run && history.run.test_accuracy;
+    if (typeof testAcc === "number" && isFinite(testAcc)) {
+      parts.push("test accuracy " + (100 * testAcc).toFixed(2) + " %");
+    }
     curvesNote.textContent = parts.join(" · ");
   }
 
@@ -390,7 +461,13 @@
 
   getJSON("/api/history").then(drawCurves).catch(() => drawCurves({}));
   getJSON("/api/health").then((h) => {
-    if (h && Array.isArray(h.layer_sizes)) modelInfo.textContent = "Model: " + h.layer_sizes.join("–") + ".";
+    const cnn = h && typeof h.architecture === "string";
+    if (cnn) netKind.textContent = "A convolutional network";
+    if (h && (cnn || Array.isArray(h.layer_sizes))) {
+      modelInfo.textContent = "Model: " + (cnn ? h.architecture : h.layer_sizes.join("–")) +
+        (typeof h.test_accuracy === "number"
+          ? ", " + (100 * h.test_accuracy).toFixed(2) + " % on the test set." : ".");
+    }
   }).catch(() => { modelInfo.textContent = "(server not reachable)"; });
 
   showEmpty("Draw a digit in the box.");
