@@ -1,12 +1,17 @@
 """The Network class: validates input once, owns the parameters, composes the kernels."""
 
+from __future__ import annotations
+
 import math
 import numbers
+import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks as check
 from . import layers as layer_specs
@@ -137,8 +142,9 @@ class Network:
     Pooling layers have no entry.
     """
 
-    def __init__(self, layer_sizes, activations=None, cost="cross_entropy", backend="numba",
-                 dtype="float32", seed=None):
+    def __init__(self, layer_sizes: Sequence, activations: Sequence[str] | None = None,
+                 cost: str = "cross_entropy", backend: str = "numba", dtype: str = "float32",
+                 seed: int | None = None) -> None:
         self._layers = layer_specs.plan(layer_sizes)
         specs = list(layer_sizes)
         self.layers = [layer_specs.normalize_input(specs[0])] + [
@@ -227,7 +233,7 @@ class Network:
                 W[...] = self._rng.uniform(-limit, limit, size=W.shape)
 
     @property
-    def weights(self):
+    def weights(self) -> list[np.ndarray]:
         """Weight arrays of the layers with parameters: dense ``(n_out, n_in)``, conv
         ``(filters, in_channels, kh, kw)``. Live views: writing into them takes effect."""
         return self._weights
@@ -237,7 +243,7 @@ class Network:
         self._set_all(self._weights, values, "weights")
 
     @property
-    def biases(self):
+    def biases(self) -> list[np.ndarray]:
         """Bias vectors, ``(n_out,)`` / ``(filters,)``, of the layers with parameters."""
         return self._biases
 
@@ -254,25 +260,25 @@ class Network:
             target[i] = v
 
     @property
-    def n_inputs(self):
+    def n_inputs(self) -> int:
         return self.layer_sizes[0]
 
     @property
-    def n_outputs(self):
+    def n_outputs(self) -> int:
         return self.layer_sizes[-1]
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple[int, int, int] | None:
         """``(C, H, W)`` for an image input, else None."""
         first = self.layers[0]
         return first if isinstance(first, tuple) else None
 
     @property
-    def is_mlp(self):
+    def is_mlp(self) -> bool:
         """True for the plain ``[int, int, ...]`` form (saved as plain layer sizes)."""
         return layer_specs.is_plain_mlp(self.layers)
 
-    def summary(self):
+    def summary(self) -> str:
         """A table of the layers: kind, output shape, parameter count; and the total."""
         rows = [("layer", "output shape", "parameters")]
         first = self.layers[0]
@@ -351,7 +357,7 @@ class Network:
     def _reference_kwargs(self):
         return {} if self.is_mlp else {"layers": self._layers}
 
-    def forward(self, X):
+    def forward(self, X: ArrayLike) -> list[np.ndarray]:
         """Every layer's output for X: ``[a¹, ..., aᴸ]`` (the last is ``predict_proba``),
         each ``(n, width)`` with images flattened in ``(C, H, W)`` order."""
         X = self._check_X(X)
@@ -377,7 +383,7 @@ class Network:
             start += n * layer.n_out
         return outputs
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """The network's output ŷ for every row of X, shape ``(n, n_outputs)``."""
         X = self._check_X(X)
         if self.backend == "numpy":
@@ -421,7 +427,7 @@ class Network:
         return run(*args)
         return run(*args)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Class labels for every row of X: the argmax of the output or, for independent
         sigmoid outputs (``binary_cross_entropy``), each output thresholded at 0.5 — shape
         ``(n,)`` for one output, ``(n, n_outputs)`` otherwise."""
@@ -431,7 +437,8 @@ class Network:
             return labels[:, 0] if self.n_outputs == 1 else labels
         return out.argmax(axis=1)
 
-    def loss(self, X, Y, l2=0.0, sample_weight=None):
+    def loss(self, X: ArrayLike, Y: ArrayLike, l2: float = 0.0,
+             sample_weight: ArrayLike | None = None) -> float:
         """Mean cost over the samples (weighted by ``sample_weight``) plus ``l2/2 Σ‖W‖²``."""
         l2 = check.real("l2", l2, low=0)
         X, Y, _ = self._check_XY(X, Y)
@@ -448,7 +455,8 @@ class Network:
         total, out = self._infer(X, Y, sample_weight)
         return total / (X.shape[0] if sample_weight is None else float(np.sum(sample_weight))), out
 
-    def gradients(self, X, Y, l2=0.0, sample_weight=None):
+    def gradients(self, X: ArrayLike, Y: ArrayLike, l2: float = 0.0,
+                  sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2, sample_weight)``, shaped like the
         parameters."""
         l2 = check.real("l2", l2, low=0)
@@ -477,7 +485,7 @@ class Network:
                                         grads=ws.grads)[0]
             return ws.grads[0].copy()
 
-    def evaluate(self, X, y):
+    def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """``{"loss": mean cost, "accuracy": fraction classified right}`` on (X, y): argmax
         matches, or for ``binary_cross_entropy`` every output on its target's side of 0.5."""
         X, Y, _ = self._check_XY(X, y)
@@ -485,7 +493,7 @@ class Network:
         accuracy = float(np.mean(reference.classified_right(self.cost, out, Y)))
         return {"loss": float(cost), "accuracy": accuracy}
 
-    def training_state(self):
+    def training_state(self) -> dict:
         """Everything besides parameters and History that the next ``fit`` depends on: the
         optimizer state (arrays and step count), the shuffling generator's state, the
         dropout key and early stopping's best epoch so far. With ``save`` and
@@ -502,7 +510,7 @@ class Network:
                     "best_params": None if best["best_params"] is None
                     else best["best_params"].copy()}}
 
-    def set_training_state(self, state):
+    def set_training_state(self, state: dict) -> None:
         """Restore what :meth:`training_state` returned (e.g. from a checkpoint); a damaged
         state raises ValueError and changes nothing."""
         if self.backend == "numba":
@@ -539,7 +547,7 @@ class Network:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a training state: {exc!r}") from None
 
-    def reset_optimizer(self):
+    def reset_optimizer(self) -> None:
         """Forget momentum velocities / Adam moments: the next ``fit`` starts them at zero."""
         self._optimizer_state = None
 
@@ -550,14 +558,14 @@ class Network:
 
     # --- files -----------------------------------------------------------------------------
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """Write the network (and its History) to ``path`` (.npz), atomically."""
         from .io import save_network
 
         return save_network(self, path)
 
     @classmethod
-    def load(cls, path, backend="numba"):
+    def load(cls, path: str | os.PathLike, backend: str = "numba") -> Network:
         """Read a network saved by :meth:`save`: a missing file raises FileNotFoundError, a bad
         or foreign one ValueError."""
         from .io import load_network
@@ -566,11 +574,15 @@ class Network:
 
     # --- training --------------------------------------------------------------------------
 
-    def fit(self, X, y, epochs=10, batch_size=64, learning_rate=0.1, optimizer="sgd", l2=0.0,
-            dropout=0.0, validation_data=None, shuffle=True, verbose=True, *, momentum=0.9,
-            nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, schedule="constant",
-            validation_split=0.0, early_stopping=0, callback=None, initial_epoch=0,
-            sample_weight=None, _l2_per_weight=False, _stop_when_exploding=True):
+    def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size: int = 64,
+            learning_rate: float = 0.1, optimizer: str = "sgd", l2: float = 0.0,
+            dropout: float = 0.0, validation_data: tuple | None = None, shuffle: bool = True,
+            verbose: bool = True, *, momentum: float = 0.9, nesterov: bool = False,
+            beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+            schedule: str | Callable = "constant", validation_split: float = 0.0,
+            early_stopping: int = 0, callback: Callable | None = None, initial_epoch: int = 0,
+            sample_weight: ArrayLike | None = None, _l2_per_weight: bool = False,
+            _stop_when_exploding: bool = True) -> History:
         """Train with mini-batch gradient descent; returns (and extends) ``self.history``.
 
         ``y`` is integer labels ``(n,)`` or targets ``(n, n_outputs)``. ``optimizer`` is
@@ -803,9 +815,9 @@ class _CompiledTrainer:
         while, and says so with the time elapsed instead of showing a frozen bar."""
         net = self.net
         ready = bool(self.training.run.signatures)
+        # (short enough for one 80-column line: the count rewrites it in place)
         ticker = None if ready or not verbose else _Ticker(
-            "fastmlp: preparing the compiled kernels (the first run compiles them; later "
-            "runs load them from numba's cache)")
+            "fastmlp: preparing kernels (compiled on first run, then cached)")
         try:
             cfg = _layout().Settings(**dict(self.settings, lr=0.0))
             with _kernel_lock:  # zero batches: compiles or loads, trains nothing
@@ -896,24 +908,33 @@ class _Workspace:
 
 class _Ticker:
     """A line on stderr that counts the seconds until :meth:`stop` (from its own thread:
-    numba compiles in LLVM with the GIL released)."""
+    numba compiles in LLVM with the GIL released). Silent when stopped within ``quiet``
+    seconds (loading compiled kernels from the cache takes about one)."""
 
-    def __init__(self, text, every=1.0):
-        self.text, self.every, self.started = text, every, time.perf_counter()
+    def __init__(self, text, every=1.0, quiet=2.0):
+        self.text, self.every, self.quiet = text, every, quiet
+        self.started = time.perf_counter()
+        self.shown = False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
-        while not self._done.wait(self.every):
+        if self._done.wait(self.quiet):
+            return
+        while True:
+            self.shown = True
             print(f"\r{self.text}: {time.perf_counter() - self.started:.0f} s", end="",
                   file=sys.stderr, flush=True)
+            if self._done.wait(self.every):
+                return
 
     def stop(self):
         self._done.set()
         self._thread.join()
-        print(f"\r{self.text}: done in {time.perf_counter() - self.started:.0f} s",
-              file=sys.stderr, flush=True)
+        if self.shown:
+            print(f"\r{self.text}: done in {time.perf_counter() - self.started:.0f} s",
+                  file=sys.stderr, flush=True)
 
 
 class _NoBar:

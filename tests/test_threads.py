@@ -107,3 +107,20 @@ def test_import_and_the_numpy_backend_never_load_numba():
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_compile_ticker_counts_only_when_preparation_is_slow(capsys):
+    """fit's first call says it is compiling, with the seconds so far, instead of a frozen
+    progress bar; a quick cache load says nothing."""
+    import time
+
+    from fastmlp.network import _Ticker
+
+    quick = _Ticker("preparing", every=0.05, quiet=1.0)
+    quick.stop()
+    assert capsys.readouterr().err == ""
+    slow = _Ticker("preparing", every=0.05, quiet=0.05)
+    time.sleep(0.3)
+    slow.stop()
+    err = capsys.readouterr().err
+    assert "\rpreparing: 0 s" in err and err.endswith("preparing: done in 0 s\n")
