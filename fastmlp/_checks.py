@@ -131,11 +131,7 @@ def sparse_features(X, n_features, dtype, name="X"):
     """A scipy sparse matrix (any format) as a checked :class:`CSR`, never densified."""
     if len(X.shape) != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {X.shape}, it needs at least one sample")
-    if X.shape[1] != n_features:
-        raise ValueError(f"{name} has {X.shape[1]} features per sample; the network expects "
-                         f"{n_features}")
+    _check_rows(name, X.shape, n_features)
     csr = X.tocsr()
     data = _numeric_array(f"{name}.data", csr.data)
     data = _finite_cast(f"{name} (stored values)", data, dtype)
@@ -168,12 +164,17 @@ def features(X, n_features, dtype, name="X", shape=None, sparse=False):
         expect = "(samples, features)" if shape is None else \
             f"(samples, features) or (samples, {', '.join(map(str, shape))})"
         raise ValueError(f"{name} must be 2-D {expect}, got shape {arr.shape}{hint}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {arr.shape}, it needs at least one sample")
-    if arr.shape[1] != n_features:
-        raise ValueError(f"{name} has {arr.shape[1]} features per sample; the network expects "
-                         f"{n_features}")
+    _check_rows(name, arr.shape, n_features)
     return _finite_cast(name, arr, dtype)
+
+
+def _check_rows(name, shape, n_features):
+    """A 2-D input (dense or sparse) has samples, each with the network's feature count."""
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {shape}, it needs at least one sample")
+    if shape[1] != n_features:
+        raise ValueError(f"{name} has {shape[1]} features per sample; the network expects "
+                         f"{n_features}")
 
 
 def sample_weights(w, n_samples, dtype, name="sample_weight"):

@@ -168,11 +168,12 @@ def plan(spec_list):
     image = isinstance(first, tuple)  # does the running shape still have a spatial layout?
     layers = []
     for index, spec in enumerate(specs[1:], start=1):
+        if isinstance(spec, (Conv2D, MaxPool2D)) and not image:
+            what = "convolutions" if isinstance(spec, Conv2D) else "pooling"
+            raise ValueError(f"{_describe(index, spec)} needs an image input: start the list "
+                             f"with a (channels, height, width) shape, and put {what} before "
+                             "dense layers")
         if isinstance(spec, Conv2D):
-            if not image:
-                raise ValueError(f"{_describe(index, spec)} needs an image input: start the "
-                                 "list with a (channels, height, width) shape, and put "
-                                 "convolutions before dense layers")
             c, h, w = shape
             (kh, kw), s, p = spec.kernel_size, spec.stride, spec.padding
             if kh > h + 2 * p or kw > w + 2 * p:
@@ -181,10 +182,6 @@ def plan(spec_list):
             out = (spec.filters, (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1)
             layers.append(Layer("conv", shape, out, spec))
         elif isinstance(spec, MaxPool2D):
-            if not image:
-                raise ValueError(f"{_describe(index, spec)} needs an image input: start the "
-                                 "list with a (channels, height, width) shape, and put "
-                                 "pooling before dense layers")
             c, h, w = shape
             k, s = spec.size, spec.stride
             if k > h or k > w:

@@ -473,7 +473,7 @@ class Network:
     def _flat_gradients(self, X, Y, l2, sample_weight=None):
         """The gradient of the mean (weighted) cost plus ``l2/2 Σ‖W‖²`` over all of X in the
         flat parameter layout (what an optimizer such as L-BFGS wants), from one compiled
-        pass split between threads; the summed data cost is left in ``_flat_cost``."""
+        pass split between threads."""
         n = X.shape[0]
         parts = max(1, min(_threads_now(), n // MIN_PART_ROWS))
         ws = self._workspace(-(-n // parts), parts)
@@ -481,8 +481,7 @@ class Network:
         cfg = _layout().Settings(**dict(_infer_settings()._asdict(),
                                         optimizer=_kernels()[4].GRADIENT, l2=float(l2)))
         with _kernel_lock:
-            self._flat_cost = self._run(X, Y, weights, ws.index(n), n, 0, 1, cfg, parts, ws,
-                                        grads=ws.grads)[0]
+            self._run(X, Y, weights, ws.index(n), n, 0, 1, cfg, parts, ws, grads=ws.grads)
             return ws.grads[0].copy()
 
     def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
@@ -670,10 +669,13 @@ class Network:
             self, X, Y, batch_size, optimizer, settings, sample_weight)
         history = self.history
         trainer.prepare(verbose)
-        # The cost of the network as it starts, on a sample: the yardstick for divergence.
-        sample = np.arange(min(n, 1024))
-        start_loss = self._cost_and_output(X[sample], Y[sample])[0] + reference.l2_penalty(
-            self._weights, l2 / batch_size if _l2_per_weight else l2)
+        # The cost of the network as it starts, on a sample: the yardstick for divergence
+        # (one extra forward pass per fit, skipped where only non-finite values stop it).
+        start_loss = None
+        if _stop_when_exploding:
+            sample = np.arange(min(n, 1024))
+            start_loss = self._cost_and_output(X[sample], Y[sample])[0] + \
+                reference.l2_penalty(self._weights, l2 / batch_size if _l2_per_weight else l2)
         bar = _progress(verbose, epochs - initial_epoch, n)
         if early_stopping and (initial_epoch == 0 or self._early_stopping is None):
             # Best validation loss so far, its parameters, epochs since: part of
@@ -709,15 +711,16 @@ class Network:
                 # The epoch's loss is measured before each update, so the last update can
                 # break the weights while the loss still looks fine: check both. A loss
                 # far above the starting network's is divergence too, before it overflows.
-                exploding = _stop_when_exploding and history.loss[-1] > DIVERGED * (
+                exploding = start_loss is not None and history.loss[-1] > DIVERGED * (
                     start_loss + 1)
                 if exploding or not (math.isfinite(history.loss[-1])
                                      and np.isfinite(self._params).all()):
                     self._params[...] = epoch_start
                     raise FloatingPointError(
                         f"training diverged at epoch {epoch + 1} (loss {history.loss[-1]:.4g}"
-                        f", {start_loss:.4g} at the start); lower the learning rate. The "
-                        f"parameters from before epoch {epoch + 1} were kept")
+                        + ("" if start_loss is None else f", {start_loss:.4g} at the start")
+                        + f"); lower the learning rate. The parameters from before epoch "
+                        f"{epoch + 1} were kept")
                 if verbose:
                     bar.write(line + f"  {seconds:.2f}s")
                 if best is not None:
