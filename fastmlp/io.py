@@ -9,8 +9,10 @@ Loading checks everything before it builds anything: the file must be a zip arch
 pickle, a bare ``.npy`` or random bytes is refused before numpy parses it), the header must
 be a JSON object of the current format, and every array must have the shape the header's
 layer sizes call for and hold only finite floats. Bad files raise ValueError saying why; a
-missing one raises FileNotFoundError. Sizes are checked from the zip directory before anything
-is decompressed, so a small file claiming a huge member costs nothing to refuse.
+missing one raises FileNotFoundError. Nothing is decompressed before the zip directory (each
+member's size), every member's own .npy header (its shape and dtype, which must fit in that
+size) and the JSON header (whose layers give every array's exact shape) have been checked, so
+a small file claiming a huge member costs nothing to refuse, whatever its header says.
 
 Saving refuses a target that exists and is not a regular file (a FIFO, a device, a socket):
 ``os.replace`` would silently swap it for a regular file. Temporary files carry the writer's
@@ -25,7 +27,9 @@ import os
 import re
 import secrets
 import stat
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +50,13 @@ def _as_path(path, verb):
                      f"{path!r}")
 
 
-def _json_default(value):
-    # numpy scalars that a callback or schedule may have put into the History.
+def json_default(value):
+    """``json.dumps(..., default=json_default)``: numpy scalars (which a callback or schedule
+    may have put into a History) as Python numbers, paths as strings."""
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
@@ -77,7 +84,7 @@ def save_network(net, path):
         "history": net.history.to_dict(),
     }
     try:
-        text = json.dumps(header, default=_json_default)
+        text = json.dumps(header, default=json_default)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot save to {path}: the history is not plain numbers ({exc})"
                          ) from None
@@ -218,29 +225,106 @@ def _check_magic(path):
 # Everything numpy and zipfile raise on a corrupt archive or a malformed .npy member.
 _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, TypeError,
                 SyntaxError, NotImplementedError, RuntimeError, OverflowError, MemoryError,
-                UnicodeDecodeError, IndexError, AttributeError)
+                UnicodeDecodeError, IndexError, AttributeError, zlib.error, struct.error)
+
+
+def _zip_directory(path, what):
+    """The archive's members as its central directory lists them (nothing decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def _member_name(info):
+    return info.filename[:-4] if info.filename.endswith(".npy") else info.filename
 
 
 def check_zip_members(path, limits, what="fastmlp model"):
     """Refuse an .npz whose zip directory lists an unexpected member or one larger than its
     limit, before anything is decompressed. ``limits`` maps member names (without ``.npy``)
     to their largest allowed uncompressed size in bytes, or is a callable ``name -> bytes or
-    None`` (None: the member is not expected)."""
+    None`` (None: the member is not expected). Returns the directory's entries."""
     get = limits if callable(limits) else limits.get
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): "
-                         f"{type(exc).__name__}: {exc}") from None
+    infos = _zip_directory(path, what)
     for info in infos:
-        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-        limit = get(name)
+        limit = get(_member_name(info))
         if limit is None:
             raise ValueError(f"{path} is not a {what}: unexpected member {info.filename!r}")
         if info.file_size > limit:
             raise ValueError(f"{path} is not a {what}: member {info.filename!r} claims "
                              f"{info.file_size} bytes uncompressed, at most {limit} expected")
+    return infos
+
+
+def _npy_preamble(archive, info):
+    """``(shape, dtype, data offset)`` of one .npy member, from its own header alone: a few
+    hundred bytes decompressed (numpy refuses headers over 10,000 bytes)."""
+    fmt = np.lib.format
+    with archive.open(info) as f:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not one "
+                             "numpy writes for numbers")
+        try:
+            offset = f.tell()
+        except (OSError, AttributeError):  # pragma: no cover - an unseekable archive
+            offset = 0
+    return tuple(shape), dtype, offset
+
+
+def scan_npy_members(path, infos, what="fastmlp model"):
+    """``{name: (shape, dtype)}`` of every member in ``infos`` (from :func:`check_zip_members`),
+    read from each member's own .npy header, before any array data is decompressed.
+
+    ValueError for a member that is not an .npy array, one of Python objects (loading it
+    would unpickle), one whose header is larger than numpy reads safely, and one whose shape
+    needs more bytes than the zip directory says it holds (numpy would allocate the claimed
+    shape before finding the data missing)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): "
+                         f"{type(exc).__name__}: {exc}") from None
+    members = {}
+    with archive:
+        for info in infos:
+            name = _member_name(info)
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"{path} is not a readable {what}: member {name!r} is not a "
+                                 "numpy array")
+            try:
+                shape, dtype, offset = _npy_preamble(archive, info)
+            except ValueError as exc:
+                text = str(exc)
+                if "max_header_size" in text or "Header info length" in text:
+                    raise ValueError(f"{path} is not a readable {what}: an array's .npy header "
+                                     "is larger than numpy reads safely (corrupt or hostile "
+                                     "file)") from None
+                raise ValueError(f"{path} is not a readable {what}: member {info.filename!r} "
+                                 f"is not an .npy array ({text})") from None
+            except _READ_ERRORS as exc:
+                raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): "
+                                 f"{type(exc).__name__}: {exc}") from None
+            if dtype.hasobject:
+                raise ValueError(f"{path} holds pickled Python objects; fastmlp never loads "
+                                 "pickles (unpickling can run arbitrary code)")
+            count = 1
+            for n in shape:
+                count *= n
+            need = offset + count * dtype.itemsize
+            if min(shape, default=0) < 0 or need > info.file_size:
+                raise ValueError(f"{path} is not a readable {what}: member {info.filename!r} "
+                                 f"claims shape {shape} of {dtype} ({need:,} bytes) but holds "
+                                 f"{info.file_size:,} bytes: truncated or corrupt")
+            members[name] = (shape, dtype)
+    return members
 
 
 def _model_member_limit(name):
@@ -253,47 +337,59 @@ def _model_member_limit(name):
     return None
 
 
-def _read_archive(path, limits=_model_member_limit):
-    """``{name: array}`` for every array in the .npz at ``path``, with allow_pickle=False."""
-    check_zip_members(path, limits)
+def read_npz(path, limits, what="fastmlp model"):
+    """``{name: array}`` for every array in the .npz at ``path``, with allow_pickle=False,
+    once the zip directory (:func:`check_zip_members`, ``limits``) and every member's .npy
+    header (:func:`scan_npy_members`) have been checked: a damaged or hostile file is
+    refused before any array data is decompressed."""
+    infos = check_zip_members(path, limits, what)
+    scan_npy_members(path, infos, what)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except ValueError as exc:
-        if "max_header_size" in str(exc) or "Header info length" in str(exc):
-            raise ValueError(f"{path} is not a readable fastmlp model: an array's .npy header "
-                             "is larger than numpy reads safely (corrupt or hostile file)"
-                             ) from None
         if "pickle" in str(exc):
             raise ValueError(f"{path} holds pickled Python objects; fastmlp never loads "
                              "pickles (unpickling can run arbitrary code)") from None
-        raise ValueError(f"{path} is not a readable fastmlp model: {exc}") from None
+        raise ValueError(f"{path} is not a readable {what}: {exc}") from None
     except _READ_ERRORS as exc:
-        raise ValueError(f"{path} is not a readable fastmlp model (truncated or corrupt?): "
+        raise ValueError(f"{path} is not a readable {what} (truncated or corrupt?): "
                          f"{type(exc).__name__}: {exc}") from None
     for name, value in arrays.items():
         # NpzFile hands back the raw bytes of any member that is not an .npy array.
         if not isinstance(value, np.ndarray):
-            raise ValueError(f"{path} is not a readable fastmlp model: member {name!r} is not "
-                             "a numpy array")
+            raise ValueError(f"{path} is not a readable {what}: member {name!r} is not a "
+                             "numpy array")
     return arrays
 
 
-def read_header_and_arrays(path):
-    """``(header dict, {name: array})`` from a saved network, or ValueError saying why not."""
+def _read_header(path):
+    """``(header dict, {member: (shape, dtype)})`` of a saved network: its zip directory,
+    every member's .npy header and the (bounded) JSON header member -- no array data."""
     path = _as_path(path, "load")
     check_readable_file(path, "model file")
     _check_magic(path)
-    arrays = _read_archive(path, _two_pass_limits(path))
-    if "header" not in arrays:
+    infos = _zip_directory(path, "fastmlp model")
+    if "header.npy" not in [info.filename for info in infos]:
         raise ValueError(f"{path} is not a fastmlp model: it has no header")
-    raw = arrays.pop("header")
+    check_zip_members(path, _model_member_limit)
+    members = scan_npy_members(path, infos)
+    shape, dtype = members["header"]
     try:
-        if raw.dtype != np.uint8 or raw.ndim != 1:
-            raise ValueError(f"header is a {raw.dtype} array of shape {raw.shape}, not bytes")
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ValueError(f"header is a {dtype} array of shape {shape}, not bytes")
+        try:
+            with zipfile.ZipFile(path) as archive, archive.open("header.npy") as f:
+                # at most MAX_HEADER_BYTES: check_zip_members bounded the member's size
+                raw = np.lib.format.read_array(f, allow_pickle=False)
+        except _READ_ERRORS as exc:
+            raise OSError(f"{path} is not a readable fastmlp model (truncated or corrupt?): "
+                          f"{type(exc).__name__}: {exc}") from None
         header = json.loads(raw.tobytes().decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path} is not a fastmlp model: unreadable header ({exc})") from None
     if header.get("format") != FORMAT:
@@ -302,6 +398,44 @@ def read_header_and_arrays(path):
     if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
         raise ValueError(f"{path} has model format version {version!r}; this fastmlp reads "
                          f"version {VERSION}")
+    return header, members
+
+
+def read_header(path):
+    """The JSON header of a saved network (layers, activations, History...), checked as
+    :func:`read_header_and_arrays` checks it, without reading any array: for listing
+    models. ValueError saying what is wrong; FileNotFoundError for a missing file."""
+    header, _ = _read_header(path)
+    _header_fields(path, header)
+    return header
+
+
+def read_header_and_arrays(path):
+    """``(header dict, {name: array})`` from a saved network, or ValueError saying why not.
+
+    Everything is checked before any array is decompressed: the zip directory, each
+    member's .npy header, then the JSON header, whose layers give every array's exact shape
+    (a header that does not describe a network is refused there and then, whatever sizes
+    the other members claim)."""
+    path = _as_path(path, "load")
+    header, members = _read_header(path)
+    _header_fields(path, header)
+    expected = _expected_arrays(path, header)
+    present = sorted(name for name in members if name != "header")
+    if present != sorted(expected):
+        raise ValueError(f"{path} holds arrays {present}; its layers need {sorted(expected)}")
+    limits = {"header": MAX_HEADER_BYTES + _NPY_OVERHEAD}
+    for name, shape in expected.items():
+        # float64 is the widest dtype load accepts
+        limits[name] = 8 * math.prod(shape) + _NPY_OVERHEAD
+    check_zip_members(path, limits.get)
+    for name, shape in expected.items():
+        got, dtype = members[name]
+        if got != shape or dtype.kind != "f":
+            raise ValueError(f"{path}: array {name} has shape {got} and dtype {dtype}; "
+                             f"expected shape {shape} of floats")
+    arrays = read_npz(path, limits.get)
+    arrays.pop("header")
     return header, arrays
 
 
@@ -323,38 +457,6 @@ def check_readable_file(path, what="file"):
         raise ValueError(f"{what} {path} is a folder, not a file")
     if not stat.S_ISREG(mode):
         raise ValueError(f"{what} {path} is not a regular file (a pipe, device or socket)")
-
-
-def _two_pass_limits(path):
-    """Member limits for a model file: the header first (bounded), then every W<k>/b<k> by
-    the shapes its layer sizes give. A header that cannot be read falls back to the
-    first-pass limits; the full read then reports what is wrong with it."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        raise ValueError(f"{path} is not a readable fastmlp model (truncated or corrupt?): "
-                         f"{type(exc).__name__}: {exc}") from None
-    if "header.npy" not in names:
-        raise ValueError(f"{path} is not a fastmlp model: it has no header")
-    check_zip_members(path, _model_member_limit)
-    try:
-        with zipfile.ZipFile(path) as archive, archive.open("header.npy") as f:
-            # at most MAX_HEADER_BYTES: the first pass checked the member's size
-            raw = np.lib.format.read_array(f, allow_pickle=False)
-        header = json.loads(raw.tobytes().decode("utf-8"))
-        expected = _expected_arrays(path, header)
-    except Exception:  # noqa: BLE001 - any unreadable header: the full read says why
-        return _model_member_limit
-    limits = {"header": MAX_HEADER_BYTES + _NPY_OVERHEAD}
-    for name, shape in expected.items():
-        # float64 is the widest dtype load accepts
-        limits[name] = 8 * int(np.prod(shape)) + _NPY_OVERHEAD
-    arrays = sorted(n[:-4] for n in names if n.endswith(".npy") and n != "header.npy")
-    if arrays != sorted(expected):
-        raise ValueError(f"{path} holds arrays {arrays}; its layers need {sorted(expected)}")
-    check_zip_members(path, limits.get)
-    return limits.get
 
 
 def _expected_arrays(path, header):
@@ -382,6 +484,13 @@ def _expected_arrays(path, header):
             for name, shape in ((f"W{k}", (n_out, n_in)), (f"b{k}", (n_out,)))}
 
 
+MAX_STEP = 2**53  #: the largest update count a training state may hold (exact as a float)
+
+
+def _shown(value):
+    return f"a {type(value).__name__}" if not isinstance(value, numbers.Number) else repr(value)
+
+
 def check_training_state(state, n_params, dtype="float32"):
     """Raise ValueError naming the first thing wrong with a ``Network.training_state()``
     dict (from a checkpoint, perhaps damaged or hand-edited), before any of it is applied.
@@ -389,6 +498,8 @@ def check_training_state(state, n_params, dtype="float32"):
     ``n_params`` is the length of the network's flat parameter vector: every optimizer
     array and early stopping's best parameters must be 1-D of that length, finite, and
     convertible to ``dtype``. Scalars must be the plain types ``training_state`` writes.
+    With an optimizer, its state must hold what the compiled loop reads: ``state1``,
+    ``state2`` (Adam's: no negative value) and ``step``, an integer in 0 .. 2**53.
     """
     from ._checks import OPTIMIZERS
 
@@ -418,19 +529,33 @@ def check_training_state(state, n_params, dtype="float32"):
     values = state["state"]
     if not isinstance(values, dict):
         fail(f"'state' is a {type(values).__name__}, not a dict")
+    if name is not None:
+        # what the compiled loop reads: velocity / first moment, second moment, updates made
+        missing = [k for k in ("state1", "state2", "step") if k not in values]
+        if missing:
+            fail(f"the {name} optimizer's state has no {' or '.join(map(repr, missing))}")
     for key, v in values.items():
         if not isinstance(key, str):
             fail(f"optimizer state key {key!r} is not a string")
+        if key == "step" and not is_int(v):
+            fail(f"optimizer state 'step' is {_shown(v)}, not an integer count")
         if isinstance(v, np.ndarray):
             check_params(f"optimizer state {key!r}", v)
         elif is_int(v):
             if v < 0:
                 fail(f"optimizer state {key!r} is {v}, a negative count")
+            if v > MAX_STEP:
+                fail(f"optimizer state {key!r} is {v}, more than 2**53")
         elif isinstance(v, (float, np.floating)):
             if not math.isfinite(v):
                 fail(f"optimizer state {key!r} is {v}")
         else:
             fail(f"optimizer state {key!r} is a {type(v).__name__}, not an array or number")
+    if name == "adam" and isinstance(values.get("state2"), np.ndarray):
+        with np.errstate(invalid="ignore"):
+            if (values["state2"] < 0).any():
+                fail("optimizer state 'state2' (Adam's running mean of squared gradients) has "
+                     "negative values")
     rng = state["rng"]
     if not isinstance(rng, dict) or rng.get("bit_generator") != "PCG64":
         fail("'rng' is not the state of numpy's PCG64 generator")
@@ -454,7 +579,7 @@ def check_training_state(state, n_params, dtype="float32"):
         if (not isinstance(loss, (int, float, np.number)) or isinstance(loss, bool)
                 or math.isnan(loss)):
             fail(f"early stopping's best_loss {loss!r} is not a number")
-        if not is_int(best["since_best"]) or best["since_best"] < 0:
+        if not is_int(best["since_best"]) or not 0 <= best["since_best"] <= MAX_STEP:
             fail(f"early stopping's since_best {best['since_best']!r} is not a count")
         if best["best_params"] is not None:
             check_params("early stopping's best parameters", best["best_params"])

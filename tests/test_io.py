@@ -702,6 +702,79 @@ def test_zip_bombs_are_refused_from_the_directory(saved, tmp_path, monkeypatch, 
         Network.load(bomb, backend="numpy")
 
 
+def _npy_claiming(shape, descr="<f4"):
+    """The bytes of an .npy header claiming ``shape``, with no data after it."""
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
+    header += " " * (117 - len(header)) + "\n"  # 10 + 118 bytes: numpy's 64-byte alignment
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+
+
+def _claim_size(path, member, size):
+    """Make the zip directory (central and local headers) say ``member`` holds ``size``
+    bytes uncompressed."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for signature, field in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):
+        at = 0
+        while (at := data.find(signature, at)) >= 0:
+            name_at = at + (46 if signature == b"PK\x01\x02" else 30)
+            if data[name_at:name_at + len(name)] == name:
+                data[at + field:at + field + 4] = size.to_bytes(4, "little")
+            at += 4
+    path.write_bytes(bytes(data))
+
+
+def _no_np_load(monkeypatch):
+    def no_decompressing(*args, **kwargs):
+        raise AssertionError("np.load was called: array data read before the checks")
+
+    monkeypatch.setattr(fio.np, "load", no_decompressing)
+
+
+@pytest.mark.parametrize("header, fragment", [
+    ({"format": "fastmlp.network", "version": 1}, "missing layer_sizes"),  # names no layers
+    ({"format": "fastmlp.network", "version": 1, "layers": "?"}, "missing layer_sizes"),
+    (b"{not json", "unreadable header"),
+], ids=["no-layers", "layers-garbage", "header-not-json"])
+def test_header_without_layers_refuses_a_huge_member_unread(tmp_path, monkeypatch, header,
+                                                            fragment):
+    """A header that does not bound the arrays: the file is refused for its header, and no
+    member's data is decompressed (the issue: a 4 MB file with a 4 GiB W0.npy took 37 s)."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path = _zip_members(tmp_path / "m.npz", {
+        "header.npy": _npy_bytes(np.frombuffer(raw, np.uint8)),
+        # 3.75 GiB of float32, claimed alike by its .npy header and the zip directory
+        "W0.npy": _npy_claiming(((0xF0000000 - 128) // 4,)),
+        "b0.npy": _npy_bytes(np.zeros(3, np.float32))})
+    _claim_size(path, "W0.npy", 0xF0000000)
+    assert zipfile.ZipFile(path).getinfo("W0.npy").file_size == 0xF0000000
+    _no_np_load(monkeypatch)
+    with pytest.raises(ValueError, match=fragment):
+        Network.load(path, backend="numpy")
+
+
+def test_npy_header_claiming_more_than_its_member_holds_is_refused_unread(saved, tmp_path,
+                                                                          monkeypatch):
+    """A valid header, but W0.npy's own header claims (10**6, 10**6) floats in a 128-byte
+    member: refused from the .npy header, before numpy allocates the claimed shape."""
+    path, _ = saved
+    members = _members(path)
+    members["W0.npy"] = _npy_claiming((10**6, 10**6))
+    bad = _zip_members(tmp_path / "bad.npz", members)
+    _no_np_load(monkeypatch)
+    with pytest.raises(ValueError, match=r"member 'W0.npy' claims shape \(1000000, 1000000\)"
+                                         r".*truncated or corrupt"):
+        Network.load(bad, backend="numpy")
+
+
+def test_read_header_reads_no_array(saved, monkeypatch):
+    path, net = saved
+    _no_np_load(monkeypatch)
+    header = fio.read_header(path)
+    assert header["layer_sizes"] == [6, 7, 5, 3]
+    assert header["activations"] == list(net.activations)
+
+
 def test_oversized_npy_header_is_not_called_a_pickle(saved, tmp_path):
     path, _ = saved
     members = _members(path)

@@ -137,6 +137,15 @@ DAMAGED_STATES = {
     "best-params-short": (_damaged(_set(["early_stopping", "best_params"],
                                         np.zeros(3, np.float32))), "best parameters"),
     "early-stopping-list": (_damaged(_set(["early_stopping"], [1])), "early_stopping"),
+    # the schema of the compiled optimizer state: what a checkpoint must hold, in range
+    "no-step": (_damaged(lambda s: s["state"].pop("step")), "has no 'step'"),
+    "no-state2": (_damaged(lambda s: s["state"].pop("state2")), "has no 'state2'"),
+    "step-2**70": (_damaged(_set(["state", "step"], 2**70)), "more than 2**53"),
+    "step-2**63-1": (_damaged(_set(["state", "step"], 2**63 - 1)), "more than 2**53"),
+    "step-float": (_damaged(_set(["state", "step"], 2.5)), "'step' is 2.5, not an integer"),
+    "negative-second-moment": (_damaged(_set(["state", "state2"], np.full(43, -1e-3, np.float32))),
+                               "'state2' (Adam's running mean of squared gradients) has negative"),
+    "since-best-2**70": (_damaged(_set(["early_stopping", "since_best"], 2**70)), "since_best"),
 }
 
 
