@@ -25,18 +25,26 @@ from . import _layout as layout
 MAX_ELEMENTS = 2**40
 
 
-def _int(name, value, low):
+def _int(name, value, low, high=2**31 - 1):
+    """``value`` as an int in ``low .. high``, else ValueError naming it. The default bound
+    holds every layer integer (filters, kernel, stride, padding, pool size, input dimension):
+    far past any real network, far below where int64 shape arithmetic (the kernels' layer
+    table) could overflow. Dense widths and a flat input ("every layer size") are bounded by
+    plan() instead, at MAX_ELEMENTS outputs or parameters, with the memory they would need
+    (plan() words its own message for a width that fails here)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if value > high and name != "every layer size":
+        raise ValueError(f"{name} must be at most {high:,}, got {value!r}")
     return int(value)
 
 
-def _pair(name, value, low):
+def _pair(name, value, low, high=2**31 - 1):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an integer or a pair of integers, got {value!r}")
-        return (_int(name, value[0], low), _int(name, value[1], low))
-    v = _int(name, value, low)
+        return (_int(name, value[0], low, high), _int(name, value[1], low, high))
+    v = _int(name, value, low, high)
     return (v, v)
 
 
@@ -292,24 +300,37 @@ def parse(text):
 
     ``convF k K [s S] [p P]`` (no spaces): F filters, K x K kernel, stride S (default 1),
     padding P (default 0); ``poolK [sS]``: K x K max-pooling, stride S (default K); an int: a
-    dense width."""
+    dense width. Numbers are ASCII digits ``[0-9]``, at most 20 of them (``--hidden`` widths
+    follow the same grammar). ValueError naming the first bad token."""
     import re
 
+    if not isinstance(text, str):
+        raise ValueError(f"layers must be a string like 'conv16k5p2,pool2,128', got "
+                         f"{type(text).__name__}")
+    number = "([0-9]+)"  # not \d, which also matches Arabic-Indic and other digits
     specs = []
     for token in [t.strip() for t in text.split(",")]:
-        m = re.fullmatch(r"conv(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?", token)
-        if m:
-            f, k, s, p = m.groups()
-            specs.append(Conv2D(int(f), int(k), int(s or 1), int(p or 0)))
-            continue
-        m = re.fullmatch(r"pool(\d+)(?:s(\d+))?", token)
-        if m:
-            k, s = m.groups()
-            specs.append(MaxPool2D(int(k), None if s is None else int(s)))
-            continue
-        if token.isdigit():
-            specs.append(int(token))
-            continue
-        raise ValueError(f"bad layer {token!r}: use convFkK[sS][pP] (e.g. conv16k5p2), "
-                         "poolK[sS] (e.g. pool2) or a dense width (e.g. 128)")
+        shown = repr(token) if len(token) <= 40 else repr(token[:24] + "...") + \
+            f" ({len(token):,} characters)"
+        conv = re.fullmatch(f"conv{number}k{number}(?:s{number})?(?:p{number})?", token)
+        pool = re.fullmatch(f"pool{number}(?:s{number})?", token)
+        dense = re.fullmatch(number, token)
+        match = conv or pool or dense
+        if match is None:
+            raise ValueError(f"bad layer {shown}: use convFkK[sS][pP] (e.g. conv16k5p2), "
+                             "poolK[sS] (e.g. pool2) or a dense width (e.g. 128), with "
+                             "digits 0-9")
+        if any(g is not None and len(g) > 20 for g in match.groups()):
+            raise ValueError(f"bad layer {shown}: a number of more than 20 digits")
+        n = [None if g is None else int(g) for g in match.groups()]
+        try:
+            if conv:
+                f, k, s, p = n
+                specs.append(Conv2D(f, k, 1 if s is None else s, 0 if p is None else p))
+            elif pool:
+                specs.append(MaxPool2D(*n))
+            else:
+                specs.append(n[0])
+        except ValueError as exc:
+            raise ValueError(f"bad layer {shown}: {exc}") from None
     return specs

@@ -266,6 +266,19 @@ BAD_CNN = [
     pytest.param(lambda: [IMG, Conv2D(4, 3)], r"last layer must be a dense width", id="conv-last"),
     pytest.param(lambda: [Conv2D(4, 3), 3], r"first entry must be the input", id="no-input"),
     pytest.param(lambda: [IMG, Conv2D(2, (3, 4, 5)), 3], r"integer or a pair", id="kernel-triple"),
+    # integers past any real layer: a ValueError naming the value, never an OverflowError
+    *[pytest.param(make, rf"{what} must be at most 2,147,483,647, got {value}", id=f"{what}-{value}")
+      for value in (2**31, 2**63, 2**70) for what, make in (
+          ("Conv2D stride", lambda v=value: [IMG, Conv2D(4, 3, stride=v), 3]),
+          ("Conv2D padding", lambda v=value: [IMG, Conv2D(4, 3, padding=v), 3]),
+          ("Conv2D filters", lambda v=value: [IMG, Conv2D(v, 3), 3]),
+          ("Conv2D kernel_size", lambda v=value: [IMG, Conv2D(4, (3, v)), 3]),
+          ("MaxPool2D size", lambda v=value: [IMG, MaxPool2D(v), 3]),
+          ("MaxPool2D stride", lambda v=value: [IMG, MaxPool2D(2, v), 3]),
+          ("every input dimension", lambda v=value: [(1, v, 8), 3]))],
+    # (dense widths and a flat input: bounded by the layer's size, MAX_ELEMENTS)
+    pytest.param(lambda: [IMG, 2**63, 3], r"layer 1 \(9223372036854775808\) would have "
+                 r"9,223,372,036,854,775,808 outputs.*too large", id="dense-2**63"),
 ]
 
 
@@ -274,6 +287,44 @@ def test_bad_cnn_geometry(layers, match):
     # (a lambda: some layers refuse their arguments at construction, which is tested too)
     with pytest.raises(ValueError, match=match):
         Network(layers())
+
+
+def test_layer_integers_from_a_model_header_are_bounded():
+    from fastmlp import layers
+
+    for item in ({"type": "conv2d", "filters": 4, "kernel_size": [3, 3], "stride": 2**63,
+                  "padding": 0}, {"type": "maxpool2d", "size": 2, "stride": 2**64}):
+        with pytest.raises(ValueError, match="must be at most 2,147,483,647"):
+            layers.from_json([[1, 8, 8], item, 3])
+
+
+# --layers (and --hidden) tokens: ASCII digits only, bounded, the bad token named.
+BAD_LAYER_TOKENS = [
+    ("\u00b2", r"bad layer '\u00b2'"),  # "²".isdigit() is True; int("²") is not
+    ("\u0661\u0662", r"bad layer '\u0661\u0662'"),  # Arabic-Indic 12
+    ("conv\u0661k3", r"bad layer 'conv\u0661k3'"),
+    ("1" * 5000, r"bad layer '1{24}\.\.\.' \(5,000 characters\): a number of more than 20"),
+    ("conv4k3s" + "9" * 30, r"more than 20 digits"),
+    (f"conv4k3s{2**63}", r"bad layer 'conv4k3s9223372036854775808': Conv2D stride must be at "
+                         r"most 2,147,483,647"),
+    (f"pool{2**40}", r"MaxPool2D size must be at most"),
+    ("conv8k3,,64", r"bad layer ''"),
+    ("x" * 100, r"bad layer 'x{24}\.\.\.' \(100 characters\)"),
+]
+
+
+@pytest.mark.parametrize("text, match", BAD_LAYER_TOKENS,
+                         ids=["superscript", "arabic-indic", "arabic-in-conv", "5000-digits",
+                              "30-digit-stride", "stride-2**63", "pool-2**40", "empty-token",
+                              "long-garbage"])
+def test_layers_parse_names_the_bad_token(text, match):
+    from fastmlp import layers
+
+    with pytest.raises(ValueError, match=match) as info:
+        layers.parse(text)
+    message = str(info.value)
+    assert "int()" not in message and "set_int_max_str_digits" not in message
+    assert len(message) < 300
 
 
 @pytest.mark.parametrize("kwargs, match", BAD_NETWORK)
