@@ -57,6 +57,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from ..history import history_path as history_path_for
 from ..images import SIZE, to_mnist
 
 __all__ = ["make_server", "serve", "load_history", "MAX_BODY_BYTES", "MAX_SIDE", "BODY_DEADLINE",
@@ -189,18 +190,12 @@ def _plain_history(history: dict) -> dict:
     return out
 
 
-def history_path_for(model_path) -> Path:
-    """``runs/model.npz`` -> ``runs/model.history.json`` (where ``save`` puts the History)."""
-    p = Path(model_path)
-    stem = p.name[:-4] if p.name.endswith(".npz") else p.name
-    return p.with_name(stem + ".history.json")
-
-
 def load_history(model_path) -> dict:
     """The History saved beside a model file, or ``{}`` when there is none or it is unreadable."""
-    path = history_path_for(model_path)
+    from ..history import read_history_json
+
     try:
-        return _history_dict(path)
+        return _history_dict(read_history_json(model_path))
     except (OSError, ValueError, TypeError, RecursionError):
         return {}
 
