@@ -5,7 +5,7 @@ and then placed in a 28x28 field so that their centre of mass sits at the centre
 trained on MNIST only recognises digits prepared the same way, so everything that feeds it
 user images -- the web page, ``fastmlp predict`` -- goes through :func:`to_mnist`.
 
-numpy only; :func:`load_image` needs Pillow (``pip install fastmlp[images]``).
+numpy only; :func:`load_image` needs Pillow (``pip install 'fastmlp[images]'``).
 """
 
 from __future__ import annotations
@@ -161,9 +161,10 @@ def load_image(path) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
+        from ._hints import install_hint
+
         raise ImportError(
-            "reading image files needs Pillow: pip install fastmlp[images]  (or: pip install pillow)"
-        ) from None
+            f"reading image files needs Pillow: {install_hint('images', 'pillow')}") from None
 
     if isinstance(path, (str, os.PathLike)) and not os.path.exists(path):
         raise FileNotFoundError(f"no such image file: {os.fspath(path)!r}")

@@ -1,6 +1,6 @@
 """Pictures of a training run as PNG files: learning curves, confusion matrix, worst mistakes.
 
-matplotlib is optional (``pip install fastmlp[plot]``) and imported on first use. Only its
+matplotlib is optional (``pip install 'fastmlp[plot]'``, or ``pip install -e '.[plot]'`` in a checkout) and imported on first use. Only its
 object-oriented API is used -- a ``Figure`` drawn by the Agg canvas -- so no window opens, no
 GUI backend is needed, and pyplot's global state is never touched. Every file is written
 atomically (:func:`fastmlp.io.atomic_write`).
@@ -44,8 +44,10 @@ def require_matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'fastmlp[plot]'  "
-                          "(or: pip install matplotlib)") from None
+        from ._hints import install_hint
+
+        raise ImportError(f"plots need matplotlib: {install_hint('plot', 'matplotlib')}"
+                          ) from None
 
     def new_figure(**kw):
         fig = Figure(**kw)

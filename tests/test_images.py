@@ -182,5 +182,5 @@ def test_load_image_without_pillow(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pil)
-    with pytest.raises(ImportError, match=r"pip install fastmlp\[images\]"):
+    with pytest.raises(ImportError, match=r"pip install 'fastmlp\[images\]' \(from a checkout: pip install -e '\.\[images\]'"):
         load_image(tmp_path / "x.png")

@@ -101,7 +101,7 @@ def test_write_plots(mpl, tmp_path, fake_results):
 
 def test_matplotlib_missing(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ImportError, match=r"pip install 'fastmlp\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'fastmlp\[plot\]' \(from a checkout: pip install -e '\.\[plot\]'"):
         plots.require_matplotlib()
     # the CLI says so in one line before it loads any data or trains anything
     code = cli.main(["train", "--plot", str(tmp_path / "p"), "--data-dir",
