@@ -234,6 +234,33 @@ def cpu_line(info):
             f"AVX-512 {yes(info['avx512'])}")
 
 
+# Above this 1-minute load average per CPU, other work shares the CPUs with the workers.
+BUSY_LOAD_PER_CPU = 0.5
+
+
+def load_average():
+    """The 1, 5 and 15-minute load averages, or None where the OS does not report them."""
+    try:
+        return tuple(os.getloadavg())
+    except (OSError, AttributeError):  # not Unix
+        return None
+
+
+def load_lines(load, cpus):
+    """The header's load line, and a warning when the machine is busy (the 1-minute load
+    above :data:`BUSY_LOAD_PER_CPU` per CPU): other processes then take CPU time from the
+    workers unevenly, and times and ratios are unreliable."""
+    if load is None:
+        return ["load average: not reported by this system"]
+    lines = [f"load average: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min) on "
+             f"{cpus} CPU(s)"]
+    if load[0] > BUSY_LOAD_PER_CPU * cpus:
+        lines.append(f"warning: the machine is busy (load {load[0]:.2f} > "
+                     f"{BUSY_LOAD_PER_CPU:g} per CPU): other work takes CPU time from the "
+                     "contenders, so times and ratios are unreliable; rerun on a quiet machine")
+    return lines
+
+
 def _have(module):
     return importlib.util.find_spec(module) is not None
 
@@ -628,6 +655,17 @@ def _with_skipped(results, skip, make_row, width):
     return rows
 
 
+def _absent(why):
+    """A missing contender's cell: a word or two (the reason, long, goes below the table:
+    :func:`missing_notes`), so the column stays as wide as the times in it."""
+    return "not installed" if why.startswith("not installed") else "did not run"
+
+
+def missing_notes(missing):
+    """One line per contender that did not run, and why."""
+    return "\n".join(f"{LABELS[c]}: {why}" for c, why in missing.items())
+
+
 def skip_notes(skip):
     """One line per contender that skipped configs: which, and why."""
     by = {}
@@ -647,7 +685,7 @@ def epoch_table(results, missing, skip=None):
                 f"{r['samples_per_s']:,.0f}", f"{r['gflops']:.1f}", _speedup(r)]
 
     rows = _with_skipped(results, skip, make_row, 8)
-    rows += [[LABELS[c], "", "", why, "", "", "", ""] for c, why in missing.items()]
+    rows += [[LABELS[c], "", "", _absent(why), "", "", "", ""] for c, why in missing.items()]
     return format_table(["contender", "threads", "config", "s/epoch (median)", "min–max",
                          "samples/s", "GFLOP/s", "fastmlp best is"], rows, "lrlrrrrr")
 
@@ -680,7 +718,7 @@ def predict_table(results, missing, skip=None):
                 _speedup_of(r, "batch_median")]
 
     rows = _with_skipped(results, skip, make_row, 8)
-    rows += [[LABELS[c], "", "", why, "", "", "", ""] for c, why in missing.items()]
+    rows += [[LABELS[c], "", "", _absent(why), "", "", "", ""] for c, why in missing.items()]
     n = results[0]["batch_rows"] if results else PREDICT_ROWS
     return format_table(["contender", "threads", "net", "1 row (median)", "fastmlp best is",
                          f"{n:,} rows", "samples/s", "fastmlp best is"], rows, "lrlrrrrr")
@@ -792,8 +830,11 @@ def build_parser(prog="fastmlp bench"):
     return p
 
 
-def main(argv=None, prog="fastmlp bench"):
-    parser = build_parser(prog)
+def main(argv=None, prog="fastmlp bench", parser=None):
+    """Run the benchmark; returns 0. Bad options: ``parser.error`` (argparse's: usage and
+    exit status 2; the ``fastmlp`` command passes a parser whose errors are its one
+    ``fastmlp: error:`` line). No data: ValueError (one line from either command)."""
+    parser = parser or build_parser(prog)
     args = parser.parse_args(argv)
     try:
         names = _split_list(args.configs) if args.configs is not None else (
@@ -817,9 +858,10 @@ def main(argv=None, prog="fastmlp bench"):
     try:
         X, y, X_test, y_test = load_data(args)
     except (OSError, ValueError) as e:  # DatasetNotFoundError is one of these
-        print(f"fastmlp bench: cannot load MNIST: {e}\n(use --data-dir, FASTMLP_DATA or "
-              "--synthetic)", file=sys.stderr)
-        return 1
+        text = " ".join(str(e).split())  # one line
+        text = text[len("MNIST: "):] if text.startswith("MNIST: ") else text
+        raise ValueError(f"cannot load MNIST: {text} (use --data-dir, FASTMLP_DATA or "
+                         "--synthetic)") from None
     X_test, y_test = X_test[:PREDICT_ROWS], y_test[:PREDICT_ROWS]
     n = X.shape[0]
 
@@ -834,9 +876,12 @@ def main(argv=None, prog="fastmlp bench"):
               "worker_env_removed": [k for k in THREAD_ENV if k in os.environ]}
     missing = {c: missing_reason(c) for c in contenders if missing_reason(c)}
     runnable = [c for c in contenders if c not in missing]
+    report["load_average"] = load_average()
     print(f"fastmlp bench: {n:,} training samples ({report['data']}), {rounds} round(s), "
           f"threads {','.join(map(str, threads))}, learning rate {args.learning_rate}")
     print(cpu_line(cpu))
+    for line in load_lines(report["load_average"], cpu["cpus"] or 1):
+        print(line)
 
     with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as tmp:
         data_path = write_data(tmp, X, y, X_test, y_test)
@@ -930,9 +975,12 @@ def _run(args, report, workers, configs, rounds, contenders, missing, n, log):
     print(epoch_table(epochs, missing, skip))
     if skip:
         print(skip_notes(skip))
+    if missing:
+        print(missing_notes(missing))
+    present = [c for c in contenders if c not in missing]  # no column of "-" for the absent
     print()
     print("fastmlp (numba) at its best thread count against each contender at its best:")
-    print(ratio_table(report["epoch_comparison"], contenders, "median", skip))
+    print(ratio_table(report["epoch_comparison"], present, "median", skip))
     if report.get("sgemm_gflops"):
         print("reference: numpy float32 2048x2048 matmul: " + ", ".join(
             f"{g:.1f} GFLOP/s at {t} thread(s)" for t, g in report["sgemm_gflops"].items()))
@@ -958,7 +1006,7 @@ def _run(args, report, workers, configs, rounds, contenders, missing, n, log):
         for key, what in (("latency", "1 row"), ("batch_median", f"{rows:,} rows")):
             print()
             print(f"predict_proba {what}: fastmlp (numba) best against each contender's best:")
-            print(ratio_table(report["predict_comparison"][key], contenders, key, skip_arch))
+            print(ratio_table(report["predict_comparison"][key], present, key, skip_arch))
 
     skl = [w for w in workers if w.contender == "sklearn"]
     if not args.no_sklearn_fit and skl:
@@ -982,4 +1030,8 @@ def _run(args, report, workers, configs, rounds, contenders, missing, n, log):
 
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m fastmlp.bench"))
+    try:
+        sys.exit(main(prog="python -m fastmlp.bench"))
+    except ValueError as e:
+        print(f"python -m fastmlp.bench: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -82,6 +82,7 @@ def test_quick_run_prints_table_and_json(capsys, tmp_path):
 def test_missing_peer_is_reported_not_run(capsys, monkeypatch):
     real = bench._have
     monkeypatch.setattr(bench, "_have", lambda m: False if m == "torch" else real(m))
+    monkeypatch.setattr(bench, "load_average", lambda: (9.0, 8.0, 7.0))  # a busy machine
     argv = TINY + ["--contenders", "numba,torch", "--no-predict", "--no-startup"]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
@@ -89,6 +90,41 @@ def test_missing_peer_is_reported_not_run(capsys, monkeypatch):
     assert "not installed" in torch_line
     numba_line = next(line for line in out.splitlines() if line.startswith("fastmlp (numba)"))
     assert numba_line.split()[-1] == "1.00x"  # compared with itself only
+    # the reason below the table, not stretching a column; no ratio column for it
+    assert "PyTorch CPU: not installed (pip install torch" in out
+    assert "vs PyTorch CPU best" not in out
+    assert max(len(line) for line in out.splitlines() if line.startswith("PyTorch CPU  ")) < 60
+    # the header says how busy the machine was, and that the ratios are unreliable
+    assert "load average: 9.00, 8.00, 7.00 (1, 5, 15 min)" in out
+    assert "warning: the machine is busy" in out and "unreliable" in out
+
+
+def test_missing_contender_does_not_widen_the_table():
+    row = {"config": "784-128-10 b64", "contender": "numba", "threads": 1, "seconds": [1.0],
+           "median": 1.0, "min": 1.0, "max": 1.0, "samples_per_s": 512.0, "gflops": 1.0,
+           "best": True, "fastmlp_speedup": 1.0}
+    alone = bench.epoch_table([row], {})
+    missing = {"torch": "not installed (pip install torch==2.13.0, or the [bench] extra)",
+               "sklearn": "failed: scikit-learn MLP t1: worker exited with status 1 (boom)"}
+    without_torch = bench.epoch_table([row], {"torch": missing["torch"]})
+    assert max(map(len, without_torch.splitlines())) == max(map(len, alone.splitlines()))
+    assert "not installed" in without_torch
+    assert "did not run" in bench.epoch_table([row], missing)
+    assert bench.missing_notes(missing).splitlines() == [
+        "PyTorch CPU: " + missing["torch"], "scikit-learn MLP: " + missing["sklearn"]]
+
+
+@pytest.mark.parametrize("load, cpus, busy", [((0.4, 0.2, 0.1), 2, False),
+                                              ((1.0, 0.2, 0.1), 2, False),
+                                              ((1.1, 3.0, 3.0), 2, True),
+                                              ((3.0, 1.0, 1.0), 16, False)])
+def test_load_lines_warn_above_half_a_cpu_of_load_per_core(load, cpus, busy):
+    lines = bench.load_lines(load, cpus)
+    assert lines[0].startswith(f"load average: {load[0]:.2f}, ") and f"on {cpus} CPU" in lines[0]
+    assert (len(lines) == 2) is busy
+    if busy:
+        assert "unreliable" in lines[1]
+    assert bench.load_lines(None, cpus) == ["load average: not reported by this system"]
 
 
 def test_worker_env_drops_thread_settings(monkeypatch):
