@@ -20,10 +20,13 @@ import argparse
 import json
 import math
 import os
+import stat
 import sys
 import textwrap
 import time
 from pathlib import Path
+
+from .history import history_path  # light: no numpy
 
 # --------------------------------------------------------------------------- the recipe
 # The settings `fastmlp train` uses for every option not given on the command line. Tuned
@@ -86,13 +89,6 @@ def default_model_path(dataset="mnist", model="mlp"):
     return MODELS_DIR / (f"{dataset}.npz" if model == "mlp" else f"{dataset}-{model}.npz")
 
 
-def history_path(model_path):
-    """``runs/model.npz`` -> ``runs/model.history.json`` (what ``fastmlp serve`` reads)."""
-    p = Path(model_path)
-    stem = p.name[:-4] if p.name.endswith(".npz") else p.name
-    return p.with_name(stem + ".history.json")
-
-
 class CLIError(Exception):
     """A user-facing failure: printed as one ``fastmlp: error:`` line, exit status 2."""
 
@@ -116,17 +112,28 @@ from ._args import _integer, _nonnegative_int, _number, _port, _positive_int  # 
 
 
 def _hidden(text):
-    """``512,256`` -> [512, 256]; ``none`` or an empty string -> [] (no hidden layer)."""
+    """``512,256`` -> [512, 256]; ``none`` or an empty string -> [] (no hidden layer). The
+    widths follow ``--layers``' grammar (:func:`fastmlp.layers.parse`): ASCII digits."""
     if text.strip().lower() in ("", "none"):
         return []
+    from .layers import parse
+
     sizes = []
     for part in text.split(","):
-        part = part.strip()
-        if not (part.isascii() and part.isdigit()) or int(part) < 1:  # "²".isdigit()
+        try:
+            (size,) = parse(part)
+            problem = None if isinstance(size, int) and size >= 1 else "not a positive integer"
+        except ValueError as exc:
+            problem = ("a number of more than 20 digits" if "20 digits" in str(exc) else
+                       "not a positive integer (digits 0-9)")
+        if problem:
+            part = part.strip()
+            shown = repr(part) if len(part) <= 40 else \
+                repr(part[:24] + "...") + f" ({len(part):,} characters)"
             raise argparse.ArgumentTypeError(
-                f"expected comma-separated positive layer sizes like 512,256, got {text!r} "
-                f"({part!r} is not a positive integer)")
-        sizes.append(int(part))
+                f"expected comma-separated positive layer sizes like 512,256; {shown} is "
+                f"{problem}")
+        sizes.append(size)
     return sizes
 
 
@@ -254,7 +261,9 @@ def build_parser():
         description="Accuracy, loss and per-class accuracy of a saved model on a test set. "
                     "The dataset defaults to the one the model was trained on (read from "
                     "its .history.json), else mnist.")
-    e.add_argument("model", type=Path, metavar="MODEL", help="a model saved by fastmlp train")
+    e.add_argument("model", type=Path, nargs="?", default=None, metavar="MODEL",
+                   help="a model saved by fastmlp train (default: models/<dataset>.npz, "
+                        f"{default_model_path()} without --dataset, as fastmlp train saves)")
     e.add_argument("--dataset", choices=DATASET_NAMES, default=None,
                    help="test set to use (default: the model's, else mnist)")
     e.add_argument("--categories", type=_names, default=None, metavar="A,B,...",
@@ -274,7 +283,9 @@ def build_parser():
                     "  0..255 is scaled to 0..1, floats must already be in 0..1 (ink = 1).\n"
                     "Images (.png, .jpg, ...; needs Pillow): any size, either polarity; they\n"
                     "  are cropped, scaled and centred the way MNIST's digits were.")
-    p.add_argument("model", type=Path, metavar="MODEL", help="a model saved by fastmlp train")
+    p.add_argument("model", type=Path, nargs="?", default=None, metavar="MODEL",
+                   help="a .npz model saved by fastmlp train (default: "
+                        f"{default_model_path()}); a first FILE that is not .npz is a FILE")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE", help=".npy arrays or images")
     p.add_argument("--top", type=_positive_int, default=3, metavar="K",
                    help="how many classes to list per sample (default: 3)")
@@ -430,11 +441,15 @@ class _StdoutGuard:
 def _unrecognized(parser, args, extras):
     """One line for unknown options: the closest known option of that command, if any, and
     that command's own --help."""
-    import difflib
-
     command = getattr(args, "command", None)
     sub = parser.commands.get(command) if command else None
-    target = sub or parser
+    return _unrecognized_in(sub or parser, extras)
+
+
+def _unrecognized_in(target, extras):
+    """:func:`_unrecognized` for the parser ``target`` (a command's, or bench's own)."""
+    import difflib
+
     known = [o for a in target._actions for o in a.option_strings
              if a.help is not argparse.SUPPRESS]
     for extra in extras:
@@ -460,26 +475,31 @@ def _bench(argv):
         if exc.name in ("fastmlp.bench", f"{__package__}.bench"):
             raise CLIError("fastmlp bench is not available in this installation "
                            "(fastmlp/bench.py is missing)") from None
-        raise ImportError(f"fastmlp bench needs {exc.name}: pip install 'fastmlp[bench]'"
-                          ) from None
-    # Parse once with one-line errors (bench's own parser prints its whole usage).
-    try:
-        check = bench.build_parser()
-    except AttributeError:  # an older bench without build_parser: its own errors
-        check = None
-    if check is not None:
-        def error(message, prog=check.prog):
-            raise _UsageError(f"{message} (see '{prog} --help')")
+        from ._hints import install_hint
 
-        check.error = error
+        raise ImportError(f"fastmlp bench needs {exc.name}: "
+                          f"{install_hint('bench', exc.name)}") from None
+    if not hasattr(bench, "build_parser"):  # a bench of its own parsing: its own errors
         try:
-            check.parse_args(list(argv))
-        except SystemExit as exc:  # --help
-            return exc.code if isinstance(exc.code, int) else 0
+            status = bench.main(list(argv))
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) or exc.code is None else 2
+        return 0 if status is None else int(status)
+    # One-line errors (bench's own parser prints its whole usage), with the suggestion for
+    # a misspelled option that every other command gives.
+    check = bench.build_parser()
+
+    def error(message, prog=check.prog):
+        raise _UsageError(f"{message} (see '{prog} --help')")
+
+    check.error = error
     try:
-        status = bench.main(list(argv))
-    except SystemExit as exc:  # its argparse: --help, usage errors
-        status = exc.code if isinstance(exc.code, int) or exc.code is None else 2
+        _, extras = check.parse_known_args(list(argv))
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    if extras:
+        raise _UsageError(_unrecognized_in(check, extras))
+    status = bench.main(list(argv), parser=check)
     return 0 if status is None else int(status)
 
 
@@ -631,11 +651,11 @@ def cmd_train(args):
     _check_memory(recipe)
     out = args.out if args.out is not None else default_model_path(recipe["dataset"],
                                                                     recipe["model"])
+    # Every file this run will write is checked now, not after training: the model, its
+    # history beside it, the checkpoint folder's files and the plots.
+    _check_outputs(out, args.checkpoint, args.plot)
     if args.out is None and not args.force:
         _check_default_output(out, recipe)
-    from .io import check_save_target
-
-    check_save_target(out)  # a FIFO or device as --out: refuse now, not after training
     if args.plot is not None:
         from .plots import require_matplotlib
 
@@ -709,7 +729,12 @@ def cmd_train(args):
     wall = time.perf_counter() - started
     print(f"test accuracy {100 * scores['accuracy']:.2f} %  (loss {scores['loss']:.4f}, "
           f"{len(y_test)} images)")
-    print(f"time: training {fit_seconds:.1f} s, total {wall:.1f} s")
+    # The epochs' own seconds (History.seconds, this run's epochs) are the training time;
+    # everything else -- loading the data, compiling the kernels on a first run (or loading
+    # them from numba's cache), evaluating -- is the rest of the wall time.
+    epoch_seconds = float(sum(net.history.seconds[done:]))
+    print(_time_line(epoch_seconds, net.history.epochs - done, wall - epoch_seconds,
+                     fit_seconds - epoch_seconds))
 
     run = {
         "dataset": recipe["dataset"],
@@ -717,7 +742,7 @@ def cmd_train(args):
         "recipe": recipe,
         "test_loss": scores["loss"],
         "test_accuracy": scores["accuracy"],
-        "train_seconds": fit_seconds,
+        "train_seconds": epoch_seconds,  # this run's epochs (History.seconds)
         "wall_seconds": wall,
         "threads": _threads_in_use(),
     }
@@ -730,6 +755,72 @@ def cmd_train(args):
         written = write_plots(args.plot, net.history, X_test, y_test, proba, names)
         print("plots: " + ", ".join(str(p) for p in written.values()))
     return 0
+
+
+def _time_line(epoch_seconds, epochs, rest, compile_seconds):
+    """``time: 34.1 s training (10 epochs), 236.8 s start-up and evaluation (...)``: the
+    epochs' own seconds, then the rest of the wall time; what the rest was mostly spent on
+    is named when fit's own overhead (compiling the kernels on a first run) dominates it."""
+    what = ("mostly compiling the kernels: first run, cached after" if compile_seconds > 10
+            and compile_seconds > rest / 2 else "loading data, loading the compiled kernels, "
+            "evaluating")
+    return (f"time: {epoch_seconds:.1f} s training ({_plural(epochs, 'epoch')}), "
+            f"{rest:.1f} s start-up and evaluation ({what})")
+
+
+def _check_outputs(out, checkpoint=None, plots=None):
+    """Refuse (CLIError) any path this training run would write, before the first epoch, by
+    the rules a save applies (:func:`fastmlp.io.check_save_target`): a FIFO, device, socket
+    or folder where a file goes, a folder that cannot be made or written. The paths: the
+    model, its history beside it, the checkpoint folder's record and epoch files, the plots."""
+    import re
+
+    from .io import check_save_target
+
+    out = Path(out)
+    targets = [out, history_path(out)]
+    folders = [out.parent]
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        folders.append(checkpoint)
+        targets.append(checkpoint / CHECKPOINT_FILE)
+        if checkpoint.is_dir():  # the epoch files that a save replaces or deletes
+            targets += [checkpoint / name for name in sorted(os.listdir(checkpoint))
+                        if re.fullmatch(r"epoch-[0-9]+\.(model|state)\.npz", name)]
+    if plots is not None:
+        from .plots import FILES
+
+        folders.append(Path(plots))
+        targets += [Path(plots) / name for name in FILES.values()]
+    for folder in folders:
+        _check_output_folder(folder)
+    for target in targets:
+        try:
+            check_save_target(target)
+        except ValueError as exc:
+            raise CLIError(f"{exc} (checked before training, so that no work is lost)"
+                           ) from None
+
+
+def _check_output_folder(folder):
+    """The folder exists or can be made (its nearest existing ancestor is a folder), and
+    that folder is writable."""
+    folder = Path(folder)
+    where = folder
+    while True:
+        try:
+            mode = os.stat(where).st_mode
+            break
+        except (FileNotFoundError, NotADirectoryError):  # to be made: look further up
+            if where.parent == where:
+                return
+            where = where.parent
+        except OSError as exc:
+            raise CLIError(f"cannot save into {folder}: {where}: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise CLIError(f"cannot save into {folder}: {where} is not a folder")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise CLIError(f"cannot save into {folder}: {where} is not writable")
 
 
 def _plural(n, word):
@@ -778,8 +869,10 @@ def _check_default_output(out, recipe):
     out = Path(out)
     if not out.exists():
         return
+    from .io import json_default
+
     saved = _sidecar(out).get("recipe")
-    current = json.loads(json.dumps(recipe, default=_json_default))
+    current = json.loads(json.dumps(recipe, default=json_default))
     if isinstance(saved, dict) and {k: saved.get(k) for k in current} == current:
         return
     if isinstance(saved, dict):
@@ -834,20 +927,10 @@ def _show(value):
 
 
 def _write_json(path, data):
-    from .io import atomic_write
+    from .io import atomic_write, json_default
 
-    text = json.dumps(data, indent=1, default=_json_default)
+    text = json.dumps(data, indent=1, default=json_default)
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _save_model(net, out, run):
@@ -933,8 +1016,6 @@ class _Checkpoints:
         """Load the checkpoint into ``net`` (built with the run's settings and seed).
 
         Returns the number of epochs done."""
-        import numpy as np
-
         from .network import Network
 
         saved = Network.load(self.folder / data["model"])
@@ -947,26 +1028,21 @@ class _Checkpoints:
         if net.history.epochs != data["epoch"]:
             raise CLIError(f"{self.folder}: the checkpoint's history has "
                            f"{net.history.epochs} epochs, its record says {data['epoch']}")
-        from .io import _READ_ERRORS, check_readable_file, check_training_state, \
-            check_zip_members
+        from .io import check_readable_file, check_training_state, read_npz
 
         state_path = self.folder / data["state"]
         n_params = sum(w.size + b.size for w, b in zip(net.weights, net.biases))
+        limit = 8 * n_params + 16384  # float64 parameters and an .npy header, at most
         try:
             check_readable_file(state_path, "checkpoint file")
-            # sizes from the zip directory first: a damaged file must not cost gigabytes
-            limit = 8 * n_params + 16384
-            check_zip_members(state_path, lambda name: limit if name == "best" or
+            # the zip directory and each .npy header first: a damaged file costs nothing
+            arrays = read_npz(state_path, lambda name: limit if name == "best" or
                               name.startswith("opt.") else None, "checkpoint state")
-            with np.load(state_path, allow_pickle=False) as archive:
-                arrays = {k: archive[k] for k in archive.files}
-            if not all(isinstance(v, np.ndarray) for v in arrays.values()):
-                raise ValueError("a member is not an .npy array")
         except FileNotFoundError as exc:
             raise CLIError(str(exc)) from None
-        except _READ_ERRORS as exc:
-            raise CLIError(f"{state_path} is not readable (truncated or corrupt?): "
-                           f"{exc}") from None
+        except ValueError as exc:
+            raise CLIError(f"{exc} (truncated or corrupt?)" if "corrupt" not in str(exc)
+                           else str(exc)) from None
         state = _join_training_state(data["training_state"], arrays)
         try:
             check_training_state(state, n_params, net.dtype)
@@ -976,16 +1052,25 @@ class _Checkpoints:
         return data["epoch"]
 
 
+_MAX_COUNT = 2**53  # counts in checkpoint.json (epochs, steps): exact in JSON and float64
+_MAX_WIDTH = 2**31 - 1  # the largest layer integer (fastmlp.layers._int's bound)
+
+
+def _count(v, low=1):
+    return _is_int(v) and low <= v <= _MAX_COUNT
+
+
 _CONFIG_TYPES = {  # checkpoint.json "config": what each recipe value must be
     "dataset": lambda v: v in DATASET_NAMES,
     "categories": lambda v: v is None or (isinstance(v, list) and all(
         isinstance(c, str) for c in v)),
     "model": lambda v: v in ("mlp", "cnn"),
     "layers": lambda v: v is None or isinstance(v, str),
-    "hidden": lambda v: isinstance(v, list) and all(_is_int(n) and n >= 1 for n in v),
+    "hidden": lambda v: isinstance(v, list) and all(
+        _is_int(n) and 1 <= n <= _MAX_WIDTH for n in v),
     "activation": lambda v: isinstance(v, str),
-    "epochs": lambda v: _is_int(v) and v >= 1,
-    "batch_size": lambda v: _is_int(v) and v >= 1,
+    "epochs": _count,
+    "batch_size": _count,
     "lr": lambda v: _is_number(v) and v > 0,
     "optimizer": lambda v: v in OPTIMIZER_NAMES,
     "momentum": lambda v: _is_number(v) and 0 <= v < 1,
@@ -994,9 +1079,9 @@ _CONFIG_TYPES = {  # checkpoint.json "config": what each recipe value must be
     "l2": lambda v: _is_number(v) and v >= 0,
     "dropout": lambda v: _is_number(v) and 0 <= v < 1,
     "validation_split": lambda v: _is_number(v) and 0 <= v < 1,
-    "early_stopping": lambda v: v is None or (_is_int(v) and v >= 1),
+    "early_stopping": lambda v: v is None or _count(v),
     "seed": lambda v: _is_int(v) and v >= 0,
-    "limit": lambda v: v is None or (_is_int(v) and v >= 1),
+    "limit": lambda v: v is None or _count(v),
 }
 
 
@@ -1009,11 +1094,13 @@ def _is_number(v):
 
 
 def _checkpoint_problem(data):
-    """What is wrong with the types in a checkpoint.json record, or None."""
+    """What is wrong with a checkpoint.json record (its schema: types, ranges, the settings
+    fitting together), or None. The arrays it names are checked when they are read
+    (:meth:`_Checkpoints.restore`, :func:`fastmlp.io.check_training_state`)."""
     import re
 
-    if not _is_int(data["epoch"]) or data["epoch"] < 1:
-        return f"epoch {data['epoch']!r} is not a positive integer"
+    if not _count(data["epoch"]):
+        return f"epoch {data['epoch']!r:.40} is not a positive integer (at most 2**53)"
     config = data["config"]
     if not isinstance(config, dict):
         return f"config is a {type(config).__name__}, not an object"
@@ -1025,6 +1112,18 @@ def _checkpoint_problem(data):
                 good = False
             if not good:
                 return f"config {key} is {json.dumps(config[key])[:60]}"
+    model, layers = config.get("model", DEFAULT_RECIPE["model"]), config.get("layers")
+    if model == "cnn":
+        if layers is None:
+            return "config layers is null, but model cnn needs its layers (--layers)"
+        from .layers import parse
+
+        try:
+            parse(layers)
+        except ValueError as exc:
+            return f"config layers: {exc}"
+    elif layers is not None:
+        return f"config layers is {json.dumps(layers)[:60]}, but model {model} takes none"
     for key, kind in (("model", "model"), ("state", "state")):
         name = data[key]
         # plain file names inside the folder only: never a path that leads elsewhere
@@ -1037,9 +1136,17 @@ def _checkpoint_problem(data):
     for key in ("optimizer", "rng", "dropout_key", "scalars"):
         if key not in info:
             return f"training_state has no {key!r}"
-    if not isinstance(info["scalars"], dict) or not all(
-            _is_number(v) for v in info["scalars"].values()):
+    if info["optimizer"] is not None and info["optimizer"] not in OPTIMIZER_NAMES:
+        return f"training_state optimizer {json.dumps(info['optimizer'])[:40]} is not one of " \
+               f"{', '.join(OPTIMIZER_NAMES)}"
+    scalars = info["scalars"]
+    if not isinstance(scalars, dict) or not all(_is_number(v) for v in scalars.values()):
         return "training_state scalars must be an object of numbers"
+    if info["optimizer"] is not None and "step" not in scalars:
+        return "training_state scalars has no 'step' (the optimizer's update count)"
+    if "step" in scalars and not _count(scalars["step"], 0):
+        return f"training_state step {json.dumps(scalars['step'])[:40]} is not an integer in " \
+               "0 .. 2**53"
     best = info.get("early_stopping")
     if best is not None:
         if not isinstance(best, dict) or "since_best" not in best or "best_loss" not in best:
@@ -1047,6 +1154,9 @@ def _checkpoint_problem(data):
                    "since_best and best_loss"
         if best["best_loss"] is not None and not _is_number(best["best_loss"]):
             return f"early_stopping best_loss {json.dumps(best['best_loss'])[:40]} is not a number"
+        if not _count(best["since_best"], 0):
+            return f"early_stopping since_best {json.dumps(best['since_best'])[:40]} is not " \
+                   "an integer in 0 .. 2**53"
     return None
 
 
@@ -1089,8 +1199,10 @@ def _join_training_state(info, arrays):
 def _sidecar(model_path):
     """The ``run`` record that ``train`` wrote beside a model, or {}. Only fields of the
     right type are kept (a damaged or hand-edited file is ignored, never a crash)."""
+    from .history import read_history_json
+
     try:
-        data = json.loads(history_path(model_path).read_text(encoding="utf-8"))
+        data = read_history_json(model_path)
     except (OSError, ValueError, RecursionError):
         return {}
     run = data.get("run", {}) if isinstance(data, dict) else {}
@@ -1129,6 +1241,8 @@ def cmd_evaluate(args):
         from .plots import require_matplotlib
 
         require_matplotlib()
+    if args.model is None:
+        args.model = default_model_path(args.dataset or "mnist")
     net = _load_model(args.model)
     run = _sidecar(args.model)
     dataset = args.dataset or run.get("dataset") or "mnist"
@@ -1273,6 +1387,11 @@ def _check_npy_header(path):
 def cmd_predict(args):
     import numpy as np
 
+    if args.model is not None and args.model.suffix.lower() != ".npz":
+        # `fastmlp predict digit.png ...`: no model named, so every path is an input
+        args.files, args.model = [args.model, *args.files], None
+    if args.model is None:
+        args.model = default_model_path()
     net = _load_model(args.model)
     run = _sidecar(args.model)
     names = run.get("classes")
@@ -1355,9 +1474,46 @@ def cmd_info(args):
     cats = qd["categories"]
     shown = ", ".join(cats[:8]) + (f", ... ({len(cats)})" if len(cats) > 8 else "")
     print(f"  {'quickdraw':14s} {shown if cats else 'no categories (downloaded on first use)'}")
-    model = default_model_path()
-    print(f"model       {model}: {'present' if model.is_file() else 'none yet (fastmlp train)'}")
+    for line in _model_lines(MODELS_DIR):
+        print(line)
     return 0
+
+
+def _model_lines(folder):
+    """Lines listing every ``.npz`` model in ``folder``: name, size and architecture, read
+    from each file's header alone (no network is built, no weights are read)."""
+    from .io import read_header
+
+    folder = Path(folder)
+    try:
+        paths = sorted(p for p in folder.iterdir() if p.name.endswith(".npz"))
+    except OSError:  # no such folder, or not one
+        paths = []
+    if not paths:
+        return [f"models      none in {folder}{os.sep} yet (fastmlp train)"]
+    lines = [f"models      {len(paths)} in {folder}{os.sep}"]
+    width = max(len(p.name) for p in paths)
+    for path in paths:
+        try:
+            header = read_header(path)
+            size = _format_bytes(path.stat().st_size)
+            what = _header_architecture(header)
+        except (OSError, ValueError) as exc:
+            size, what = "", str(exc)
+            if what.startswith(str(path)):
+                what = what[len(str(path)):].lstrip(":, ")
+            what = "not readable: " + what
+        lines.append(f"  {path.name:<{width}}  {size:>8}  {what}")
+    return lines
+
+
+def _header_architecture(header):
+    """A model header's layers as evaluate prints a network's (:func:`_architecture`)."""
+    if "layers" in header:
+        from .layers import from_json
+
+        return ", ".join(str(s) for s in from_json(header["layers"]))
+    return "-".join(map(str, header["layer_sizes"]))
 
 
 def _numba_cache_dir(numba):

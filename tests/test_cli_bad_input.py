@@ -72,7 +72,13 @@ def link_loop(folder):
 def a_folder(folder):
     path = Path(folder) / "dir.npz"
     path.mkdir()
+    a_folder.last = path
     return path
+
+
+def made(_thing, value):
+    """``value``, once ``_thing`` (a file in the way) has been made."""
+    return value
 
 
 def huge_npy(folder):
@@ -126,6 +132,28 @@ def checkpoint(folder, **changes):
     return ckpt
 
 
+def a_file(folder, name="file.txt"):
+    path = Path(folder) / name
+    path.write_text("not a folder")
+    return path
+
+
+def in_ckpt(folder, name, make=fifo):
+    """``ckpt/<name>`` made by ``make`` (a FIFO by default): the --checkpoint folder."""
+    ckpt = Path(folder) / "ckpt"
+    ckpt.mkdir(exist_ok=True)
+    make(ckpt, name)
+    return ckpt
+
+
+def no_data(folder):
+    """Options that make a run fail at loading its data: a check that comes first shows."""
+    return ["--data-dir", Path(folder) / "no-data", "--no-download"]
+
+
+BIG = 2**63
+
+
 def raw_checkpoint(folder, text):
     ckpt = Path(folder) / "ckpt"
     ckpt.mkdir(exist_ok=True)
@@ -155,6 +183,50 @@ CASES = [
     # save targets that are not regular files: refused before any training
     ("out-fifo", lambda d: ["train", "--out", fifo(d, "out.npz")], ["named pipe"]),
     ("out-folder", lambda d: ["train", "--out", a_folder(d)], ["is a folder"]),
+    # every output path is checked before the first epoch (and before the data is loaded)
+    ("history-fifo", lambda d: ["train", "--out", made(fifo(d, "m.history.json"), "m.npz"),
+                                *no_data(d)], ["m.history.json", "named pipe"]),
+    ("checkpoint-record-fifo", lambda d: ["train", "--out", "m.npz", *no_data(d), "--checkpoint",
+                                          in_ckpt(d, "checkpoint.json")],
+     ["checkpoint.json", "named pipe"]),
+    ("checkpoint-epoch-file-fifo", lambda d: ["train", "--out", "m.npz", *no_data(d),
+                                              "--checkpoint", in_ckpt(d, "epoch-0001.model.npz")],
+     ["epoch-0001.model.npz", "named pipe"]),
+    ("checkpoint-under-a-file", lambda d: ["train", "--out", "m.npz", *no_data(d),
+                                           "--checkpoint", a_file(d) / "ckpt"],
+     ["file.txt is not a folder"]),
+    ("out-under-a-file", lambda d: ["train", "--out", a_file(d) / "m.npz", *no_data(d)],
+     ["file.txt is not a folder"]),
+    ("plot-file-fifo", lambda d: ["train", "--out", "m.npz", *no_data(d), "--plot",
+                                  made(fifo(a_folder(d), "curves.png"), a_folder.last)],
+     ["curves.png", "named pipe"]),
+    # layer integers and --layers / --hidden tokens: bounded, ASCII digits, the token named
+    ("layers-stride-2**63", lambda d: ["train", "--model", "cnn", "--layers",
+                                       f"conv8k3s{BIG}", *no_data(d)],
+     ["Conv2D stride must be at most 2,147,483,647, got 9223372036854775808"]),
+    ("layers-pool-2**63", lambda d: ["train", "--model", "cnn", "--layers", f"pool2s{BIG}",
+                                     *no_data(d)], ["MaxPool2D stride must be at most"]),
+    ("layers-superscript", lambda d: ["train", "--model", "cnn", "--layers", "\u00b2"],
+     ["bad layer '\u00b2'"]),
+    ("layers-5000-digits", lambda d: ["train", "--model", "cnn", "--layers", "7" * 5000],
+     ["(5,000 characters): a number of more than 20 digits"]),
+    ("layers-arabic-indic", lambda d: ["train", "--model", "cnn", "--layers",
+                                       "conv8k3,\u0661\u0662", *no_data(d)],
+     ["bad layer '\u0661\u0662'"]),
+    ("hidden-arabic-indic", lambda d: ["train", "--hidden", "\u0661\u0662"],
+     ["'\u0661\u0662' is not a positive integer"]),
+    ("hidden-5000-digits", lambda d: ["train", "--hidden", "7" * 5000],
+     ["(5,000 characters) is a number of more than 20 digits"]),
+    # bench: a misspelled option gets a suggestion, as every other command's does
+    ("bench-misspelled-flag", lambda d: ["bench", "--rouns", "2"],
+     ["unrecognized arguments: --rouns", "did you mean --rounds", "fastmlp bench --help"]),
+    # evaluate without MODEL: the default model, as serve's
+    ("evaluate-default-missing", lambda d: ["evaluate"],
+     [str(Path("models", "mnist.npz")), "does not exist", "fastmlp train"]),
+    ("evaluate-default-per-dataset", lambda d: ["evaluate", "--dataset", "fashion-mnist"],
+     [str(Path("models", "fashion-mnist.npz")), "does not exist"]),
+    ("predict-default-missing", lambda d: ["predict", "x.png"],
+     [str(Path("models", "mnist.npz")), "does not exist"]),
     # model files: what is wrong, in words
     ("evaluate-folder", lambda d: ["evaluate", a_folder(d)], ["is a folder"]),
     ("evaluate-link-loop", lambda d: ["evaluate", link_loop(d)], ["symbolic link loop"]),
@@ -201,6 +273,40 @@ CASES = [
     ("ckpt-scalars-string", lambda d: ["train", "--checkpoint",
                                        checkpoint(d, ts_scalars={"step": "3"}), "--resume"],
      ["scalars"]),
+    # damaged checkpoint state: the schema (types, ranges) checked before anything is used
+    ("ckpt-no-step", lambda d: ["train", "--checkpoint", checkpoint(d, ts_scalars={}),
+                                "--resume"], ["not a valid checkpoint", "no 'step'"]),
+    ("ckpt-step-2**70", lambda d: ["train", "--checkpoint",
+                                   checkpoint(d, ts_scalars={"step": 2**70}), "--resume"],
+     ["step 1180591620717411303424 is not an integer in 0 .. 2**53"]),
+    ("ckpt-step-2**63-1", lambda d: ["train", "--checkpoint",
+                                     checkpoint(d, ts_scalars={"step": BIG - 1}), "--resume"],
+     ["step 9223372036854775807 is not"]),
+    ("ckpt-step-2.5", lambda d: ["train", "--checkpoint", checkpoint(d, ts_scalars={"step": 2.5}),
+                                 "--resume"], ["step 2.5 is not an integer"]),
+    ("ckpt-step-negative", lambda d: ["train", "--checkpoint",
+                                      checkpoint(d, ts_scalars={"step": -1}), "--resume"],
+     ["step -1 is not"]),
+    ("ckpt-cnn-layers-null", lambda d: ["train", "--checkpoint",
+                                        checkpoint(d, config_model="cnn", config_layers=None),
+                                        "--resume"], ["config layers is null", "model cnn"]),
+    ("ckpt-cnn-no-layers", lambda d: ["train", "--checkpoint",
+                                      checkpoint(d, config_model="cnn"), "--resume"],
+     ["config layers is null"]),
+    ("ckpt-cnn-bad-layers", lambda d: ["train", "--checkpoint",
+                                       checkpoint(d, config_model="cnn",
+                                                  config_layers=f"conv8k3s{BIG}"), "--resume"],
+     ["config layers", "Conv2D stride must be at most"]),
+    ("ckpt-hidden-2**63", lambda d: ["train", "--checkpoint", checkpoint(d, config_hidden=[BIG]),
+                                     "--resume"], ["config hidden is [9223372036854775808]"]),
+    ("ckpt-epochs-2**70", lambda d: ["train", "--checkpoint", checkpoint(d, config_epochs=2**70),
+                                     "--resume"], ["config epochs"]),
+    ("ckpt-optimizer-unknown", lambda d: ["train", "--checkpoint",
+                                          checkpoint(d, ts_optimizer="lbfgs"), "--resume"],
+     ["optimizer \"lbfgs\""]),
+    ("ckpt-since-best-2**70", lambda d: ["train", "--checkpoint", checkpoint(
+        d, ts_early_stopping={"since_best": 2**70, "best_loss": 1.0}), "--resume"],
+     ["since_best 1180591620717411303424"]),
     ("ckpt-nested", lambda d: ["train", "--checkpoint",
                                raw_checkpoint(d, "[" * 100000 + "]" * 100000), "--resume"],
      ["not a readable checkpoint"]),
@@ -297,9 +403,11 @@ def test_one_epoch_one_thread_is_singular(mnist, capsys):
     assert "1 epoch on" in out and "1 thread" in out and "1 threads" not in out
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "extra-member", "wrong-shape",
-                                    "nan"])
-def test_damaged_checkpoint_state_is_one_line(damage, mnist, tmp_path, capsys):
+@pytest.mark.parametrize("damage, fragment", [
+    ("truncate", ""), ("garbage", ""), ("extra-member", "junk"), ("wrong-shape", "shape"),
+    ("nan", "NaN"), ("no-state2", "has no 'state2'"), ("negative-state2", "negative values"),
+    ("npy-claims-huge", "claims shape (1000000000000,)")])
+def test_damaged_checkpoint_state_is_one_line(damage, fragment, mnist, tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     code, _, err = run(["train", *SMALL, "--epochs", "1", "--data-dir", mnist, "--checkpoint",
                         ckpt, "--out", "m.npz"], capsys)
@@ -316,14 +424,94 @@ def test_damaged_checkpoint_state_is_one_line(damage, mnist, tmp_path, capsys):
             arrays["junk"] = np.zeros(10)
         elif damage == "wrong-shape":
             arrays["opt.state1"] = arrays["opt.state1"][:-3]
-        else:
+        elif damage == "no-state2":
+            del arrays["opt.state2"]
+        elif damage == "negative-state2":
+            arrays["opt.state2"][:5] = -1.0
+        elif damage == "nan":
             arrays["opt.state2"][0] = np.nan
         with open(state, "wb") as f:
             np.savez(f, **arrays)
+        if damage == "npy-claims-huge":  # an .npy header claiming 4 TB in a small member
+            import zipfile
+
+            members = {}
+            with zipfile.ZipFile(state) as z:
+                for name in z.namelist():
+                    members[name] = z.read(name)
+            head = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }"
+            head += " " * (117 - len(head)) + "\n"
+            members["opt.state1.npy"] = (b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little")
+                                         + head.encode())
+            with zipfile.ZipFile(state, "w") as z:
+                for name, data in members.items():
+                    z.writestr(name, data)
     code, _, err = run(["train", *SMALL, "--epochs", "2", "--data-dir", mnist, "--checkpoint",
                         ckpt, "--resume", "--out", "m.npz"], capsys)
     assert "Traceback" not in err
-    assert_one_line_error(code, err, str(ckpt))
+    assert_one_line_error(code, err, str(ckpt), fragment)
+
+
+def test_predict_ignores_a_history_fifo_beside_the_model(tmp_path, capsys, alarm):
+    """The sidecar is read only when it is a regular file: a FIFO would block for ever."""
+    model = tiny_model(tmp_path)
+    fifo(tmp_path, "tiny.history.json")
+    np.save(tmp_path / "x.npy", np.zeros(784, np.float32))
+    code, out, err = run(["predict", model, tmp_path / "x.npy"], capsys)
+    assert code == 0, err
+    assert out.startswith(str(tmp_path / "x.npy") + ": ")
+
+
+def test_predict_and_evaluate_default_to_the_trained_model(tmp_path, capsys):
+    Path("models").mkdir()
+    Network([784, 8, 10], seed=1).save("models/mnist.npz")
+    np.save("x.npy", np.zeros(784, np.float32))
+    code, out, err = run(["predict", "x.npy"], capsys)  # no MODEL: models/mnist.npz
+    assert code == 0, err
+    assert out.startswith("x.npy: ")
+    code, out, err = run(["predict", "models/mnist.npz", "x.npy", "x.npy"], capsys)
+    assert code == 0, err
+    assert out.count("x.npy: ") == 2
+
+
+def test_info_lists_every_model_from_its_header(tmp_path, capsys, monkeypatch):
+    from fastmlp.layers import Conv2D, MaxPool2D
+
+    Path("models").mkdir()
+    Network([784, 8, 10], seed=1, backend="numpy").save("models/mnist.npz")
+    Network([(1, 28, 28), Conv2D(2, 5, padding=2), MaxPool2D(2), 10], seed=1,
+            backend="numpy").save("models/mnist-cnn.npz")
+    Path("models/broken.npz").write_bytes(b"not a model")
+    Path("models/notes.txt").write_text("not listed")
+    import fastmlp.network
+
+    def no_networks(*args, **kwargs):
+        raise AssertionError("info built a network")
+
+    monkeypatch.setattr(fastmlp.network.Network, "__init__", no_networks)
+    code, out, err = run(["info", "--data-dir", tmp_path], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("models "))
+    assert "3 in models" in lines[at]
+    listed = {line.split()[0]: line for line in lines[at + 1:at + 4]}
+    assert set(listed) == {"broken.npz", "mnist-cnn.npz", "mnist.npz"}
+    assert listed["mnist.npz"].rstrip().endswith("784-8-10") and " KB " in listed["mnist.npz"]
+    assert "(1, 28, 28), Conv2D(2, 5, padding=2), MaxPool2D(2), 10" in listed["mnist-cnn.npz"]
+    assert "not readable" in listed["broken.npz"] and "zip" in listed["broken.npz"]
+
+
+def test_bench_without_data_is_one_line(monkeypatch, capsys):
+    from fastmlp import bench
+    from fastmlp.datasets import DatasetNotFoundError
+
+    def missing(args):
+        raise DatasetNotFoundError("MNIST is not in /nowhere/mnist:\nmissing 4 files")
+
+    monkeypatch.setattr(bench, "load_data", missing)
+    code, out, err = run(["bench", "--quick"], capsys)
+    assert_one_line_error(code, err, "cannot load MNIST", "missing 4 files", "--synthetic")
+    assert out == ""
 
 
 def test_python_m_train_piped_into_head_saves(data_dir, tmp_path):
