@@ -764,8 +764,11 @@ def _time_line(epoch_seconds, epochs, rest, compile_seconds):
     what = ("mostly compiling the kernels: first run, cached after" if compile_seconds > 10
             and compile_seconds > rest / 2 else "loading data, loading the compiled kernels, "
             "evaluating")
-    return (f"time: {epoch_seconds:.1f} s training ({_plural(epochs, 'epoch')}), "
-            f"{rest:.1f} s start-up and evaluation ({what})")
+    def sec(x):  # 0.04 s, not 0.0 s
+        return f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+    return (f"time: {sec(epoch_seconds)} s training ({_plural(epochs, 'epoch')}), "
+            f"{sec(rest)} s start-up and evaluation ({what})")
 
 
 def _check_outputs(out, checkpoint=None, plots=None):

@@ -175,7 +175,9 @@ def test_train_evaluate_predict(mnist, tmp_path, capsys):
     history = json.loads((tmp_path / "runs" / "small.history.json").read_text())
     # training time: the epochs' own seconds; the rest (data, compiling) reported apart
     (time_line,) = [line for line in stdout.splitlines() if line.startswith("time: ")]
-    assert f"time: {sum(history['seconds']):.1f} s training (2 epochs), " in time_line
+    epochs = sum(history["seconds"])
+    shown = f"{epochs:.1f}" if epochs >= 1 else f"{epochs:.2f}"
+    assert f"time: {shown} s training (2 epochs), " in time_line
     assert "s start-up and evaluation (" in time_line
     assert history["run"]["train_seconds"] == pytest.approx(sum(history["seconds"]))
     assert history["run"]["wall_seconds"] >= history["run"]["train_seconds"]
