@@ -28,21 +28,25 @@ max(0, max of the map)`` (so 0 is black for ReLU maps). At most ``MAX_MAPS`` map
 
 Errors are JSON ``{"error": "..."}``: 400 malformed (not JSON, not an object, no
 ``pixels``, wrong rank, ragged, non-numeric, bad Content-Length, body shorter than its
-Content-Length), 404 unknown path, 405 wrong method (TRACE included), 408 body not received
-within ``BODY_DEADLINE`` seconds, 411 no Content-Length, 413 body over 8 MiB or image over
+Content-Length), 404 unknown path, 405 wrong method (TRACE included), 408 request line and
+headers not received within ``HEADER_DEADLINE`` seconds or body not received within
+``BODY_DEADLINE`` seconds, 411 no Content-Length, 413 body over 8 MiB or image over
 1024 px a side (refused before the body is read), 422 well-formed but unusable (NaN/inf,
 values outside [0, 1], no ink), 501 unknown method, 503 too many large requests at once
 (retry), 500 the model failed. The server keeps serving after any of them.
 
 Load: the listen backlog is ``LISTEN_BACKLOG`` (bursts of connections queue instead of
 being reset), at most ``MAX_LARGE_BODIES`` bodies over ``LARGE_BODY_BYTES`` are read and
-parsed at once (bounded memory: each may become a million-element Python list), and a body
-must arrive whole within ``BODY_DEADLINE`` seconds, however slowly it trickles.
+parsed at once (bounded memory: each may become a million-element Python list), the request
+line and headers must arrive whole within ``HEADER_DEADLINE`` seconds and a body within
+``BODY_DEADLINE`` seconds, however slowly they trickle (a connection that sends nothing is
+closed at the header deadline without an answer).
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import mimetypes
@@ -60,12 +64,15 @@ import numpy as np
 from ..images import SIZE, to_mnist
 
 __all__ = ["make_server", "serve", "load_history", "MAX_BODY_BYTES", "MAX_SIDE", "BODY_DEADLINE",
-           "MAX_MAPS", "MAX_MAP_SIDE"]
+           "HEADER_DEADLINE", "MAX_MAPS", "MAX_MAP_SIDE"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 8 * 1024 * 1024  #: requests with a larger Content-Length get 413, unread
 MAX_SIDE = 1024  #: the largest accepted image height or width
 BODY_DEADLINE = 10.0  #: seconds a client has to send a whole request body (else 408)
+#: seconds a client has to send its request line and headers, all of them (else 408, or a
+#: silent close when it sent nothing: an idle keep-alive connection)
+HEADER_DEADLINE = 10.0
 LISTEN_BACKLOG = 128  #: socketserver's default of 5 resets bursts of new connections
 LARGE_BODY_BYTES = 256 * 1024  #: bodies above this share MAX_LARGE_BODIES slots
 MAX_LARGE_BODIES = 4  #: large bodies read and parsed at once (each may cost ~100 MB)
@@ -362,6 +369,7 @@ class DigitServer(ThreadingHTTPServer):
         self.predict_lock = threading.Lock()
         self.large_bodies = threading.BoundedSemaphore(MAX_LARGE_BODIES)
         self.body_deadline = BODY_DEADLINE  # seconds; an attribute so tests can shorten it
+        self.header_deadline = HEADER_DEADLINE  # likewise
         sizes = getattr(model, "layer_sizes", None)
         self.layer_sizes = [int(s) for s in sizes] if sizes is not None else None
         self.test_accuracy = _test_accuracy(self.history)
@@ -431,11 +439,96 @@ class DigitServer(ThreadingHTTPServer):
         return answer
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's raw reader, under a deadline while one is set: each read waits at
+    most until the deadline (and at most ``timeout`` seconds), so a client that trickles its
+    request line and headers a byte at a time cannot hold a thread past the deadline.
+    Counts the bytes read since the deadline was set, and whether a read timed out."""
+
+    def __init__(self, sock, timeout):
+        super().__init__()
+        self._raw = sock.makefile("rb", buffering=0)
+        self._sock = sock
+        self._timeout = timeout
+        self.deadline = None
+        self.received = 0
+        self.timed_out = False
+
+    def start(self, seconds):
+        self.deadline = time.monotonic() + seconds
+        self.received = 0
+        self.timed_out = False
+
+    def stop(self):
+        """No deadline from here on (the body has its own); reads wait ``timeout`` again."""
+        if self.deadline is not None:
+            self.deadline = None
+            try:
+                self._sock.settimeout(self._timeout)
+            except OSError:
+                pass
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is None:
+            return self._raw.readinto(buffer)
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError("request line and headers not received in time")
+            self._sock.settimeout(min(left, self._timeout))
+            n = self._raw.readinto(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        self.received += n or 0
+        return n
+
+    def close(self):
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
 class DigitHandler(BaseHTTPRequestHandler):
     server: DigitServer
     server_version = "fastmlp"
     sys_version = ""
     timeout = 15  # seconds a slow client may take per read; frees its thread afterwards
+
+    def setup(self):
+        super().setup()
+        # The request line and headers, all of them, must arrive within the server's
+        # header_deadline (HEADER_DEADLINE), as a body must within its own: http.server's
+        # per-read timeout alone let a client sending a byte a second hold a thread forever.
+        self.rfile.close()
+        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self):
+        # What send_error reads, should the deadline pass before the request line is parsed.
+        self.command, self.requestline = None, ""
+        self.request_version = self.default_request_version
+        reader = self._reader
+        reader.start(self.server.header_deadline)
+        try:
+            # A read that times out ends the request there, with close_connection set.
+            super().handle_one_request()
+        finally:
+            reader.stop()
+        if reader.timed_out and reader.received:
+            # Part of a request came, the rest not in time: say so (then close). A client
+            # that sent nothing at all (an idle keep-alive connection) is closed silently.
+            self.send_error(408, f"request line and headers not received within "
+                                 f"{self.server.header_deadline:g} s")
+
+    def parse_request(self):
+        try:
+            return super().parse_request()  # reads the headers, under the deadline
+        finally:
+            self._reader.stop()  # the body has a deadline of its own (BODY_DEADLINE)
 
     # ----------------------------------------------------------------- responses
     def _send(self, status: int, body: bytes, content_type: str, extra=()):
