@@ -704,7 +704,7 @@ def test_mlp_network_responses_have_no_cnn_fields():
         assert status == 200 and data == {"status": "ok", "layer_sizes": [784, 8, 10],
                                           "test_accuracy": None}
         status, data, _ = predict(server, {"pixels": stroke().round(3).tolist()})
-        assert status == 200 and set(data) == {"label", "probabilities", "input"}
+        assert status == 200 and set(data) == {"label", "probabilities", "input", "hint"}
     finally:
         server.shutdown()
         server.server_close()

@@ -10,12 +10,15 @@ Routes
                         a convolutional network adds ``"architecture"``: its layer list
                         as text, e.g. ``"[(1, 28, 28), Conv2D(8, 5, padding=2), ...]"``
 ``GET /api/history``    the model's training History as JSON (``{}`` when there is none)
-``POST /api/predict``   ``{"pixels": [[...], ...]}`` -> ``{"label", "probabilities", "input"}``
-                        (+ ``"feature_maps"`` for a convolutional network)
+``POST /api/predict``   ``{"pixels": [[...], ...]}`` -> ``{"label", "probabilities", "input",
+                        "hint"}`` (+ ``"feature_maps"`` for a convolutional network)
 ``OPTIONS *``           204 with an ``Allow`` header
 
 ``pixels`` is a 2-D list (at most 1024 x 1024) of ink values in [0, 1], ink = 1; it goes
 through :func:`fastmlp.images.to_mnist`, and ``input`` is the 28x28 image the network saw.
+``hint`` is null, or a sentence saying why the answer means little: the drawing is unlike
+MNIST's digits (:mod:`fastmlp.web.typicality`; :func:`serve` checks this when MNIST is on
+disk) or no digit gets ``UNSURE_BELOW`` of the probability.
 
 ``feature_maps`` (convolutional networks only) holds the first convolution layer's output
 after its activation, compactly: ``{"layer": index in the layer list (0 is the input),
@@ -78,6 +81,7 @@ LARGE_BODY_BYTES = 256 * 1024  #: bodies above this share MAX_LARGE_BODIES slots
 MAX_LARGE_BODIES = 4  #: large bodies read and parsed at once (each may cost ~100 MB)
 MAX_MAPS = 32  #: feature maps sent per prediction (a wider first conv layer: its first 32)
 MAX_MAP_SIDE = 56  #: larger maps are subsampled by a whole step to at most this many a side
+UNSURE_BELOW = 0.5  #: a top probability below this gets the "unsure" hint
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")  # ASCII digits only: "²".isdigit() is True
 
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -356,8 +360,9 @@ class DigitServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address, model, history=None, quiet=True):
+    def __init__(self, address, model, history=None, quiet=True, digit_space=None):
         self.model = model
+        self.digit_space = digit_space  # a typicality.DigitSpace, or None: no "unlike" hint
         if history is None:
             # A Network carries its own History (saved inside the .npz); stand-ins may not.
             try:
@@ -377,6 +382,20 @@ class DigitServer(ThreadingHTTPServer):
         first = _FirstConv(model) if self.architecture is not None else None
         self.first_conv = first if first is not None and first.index is not None else None
         super().__init__(address, DigitHandler)
+
+    def hint(self, image, proba):
+        """A sentence for the page when the answer means little, else None: the drawing is
+        unlike MNIST's digits (see :mod:`fastmlp.web.typicality`), or no digit gets
+        ``UNSURE_BELOW`` of the probability."""
+        space = self.digit_space
+        if space is not None and space.is_unlike(image):
+            return (f"This drawing is unlike the handwritten digits the network learned from "
+                    f"(farther from them than {space.percentile:g} % of MNIST's digits are). "
+                    "It can only ever answer 0-9, so this answer means little.")
+        if float(np.max(proba)) < UNSURE_BELOW:
+            return (f"The network is unsure: no digit gets {UNSURE_BELOW:.0%} of the "
+                    "probability.")
+        return None
 
     def health(self) -> dict:
         """``/api/health``: an MLP's answer is exactly as before; a CNN adds its architecture."""
@@ -433,6 +452,7 @@ class DigitServer(ThreadingHTTPServer):
             "label": int(np.argmax(proba)),
             "probabilities": [float(p) for p in proba],
             "input": np.round(image.astype(np.float64), 4).tolist(),
+            "hint": self.hint(image, proba),
         }
         if maps is not None:
             answer["feature_maps"] = maps
@@ -720,11 +740,14 @@ class DigitHandler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
 
-def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, quiet: bool = True):
+def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, quiet: bool = True,
+                digit_space=None):
     """A ready, not yet running, server for ``model`` (anything with ``predict_proba``).
 
     ``history`` is a dict of per-epoch lists, a History object, a path to its JSON, or None
-    (then ``model.history`` is used when the model has one).
+    (then ``model.history`` is used when the model has one). ``digit_space`` (a
+    :class:`fastmlp.web.typicality.DigitSpace`, or None) lets answers say when a drawing is
+    unlike a digit (``hint``); :func:`serve` builds one from MNIST when it can.
     Port 0 picks a free port: read it from ``server.server_address[1]`` (or ``server.url``).
     Run it with ``server.serve_forever()`` (in a thread for tests); stop with
     ``server.shutdown(); server.server_close()``.
@@ -742,7 +765,8 @@ def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, 
             f"the page sends one 28x28 image, shape (1, {SIZE}, {SIZE}), but this model takes "
             f"images of shape {tuple(shape)}"
         )
-    return DigitServer((host, int(port)), model, history=history, quiet=quiet)
+    return DigitServer((host, int(port)), model, history=history, quiet=quiet,
+                       digit_space=digit_space)
 
 
 def serve(model_path=None, host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = True,
@@ -768,7 +792,18 @@ def serve(model_path=None, host: str = "127.0.0.1", port: int = 8000, *, quiet: 
         model = Network.load(model_path)
         if history is None:
             history = load_history(model_path) or None  # None: fall back to model.history
-    server = make_server(model, host=host, port=port, history=history, quiet=quiet)
+    digit_space = None
+    try:  # the dataset the model was trained on, when its History says
+        run = _history_dict(history if history is not None else
+                            getattr(model, "history", None)).get("run")
+    except (TypeError, ValueError, OSError, RecursionError):
+        run = None
+    if not isinstance(run, dict) or run.get("dataset", "mnist") == "mnist":
+        from .typicality import DigitSpace
+
+        digit_space = DigitSpace.from_mnist()  # None without MNIST on disk: no such hint
+    server = make_server(model, host=host, port=port, history=history, quiet=quiet,
+                         digit_space=digit_space)
     print(f"fastmlp: serving the draw-a-digit page at {server.url}  (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
