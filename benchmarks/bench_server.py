@@ -8,7 +8,13 @@ request, as browsers behind a page reload do)::
                                                             # (e.g. `git show HEAD:fastmlp/web/server.py > /tmp/old.py`)
 
 It prints requests, failures (connection resets / refusals / timeouts), p50, p99 and max
-latency. Under pytest (``pytest benchmarks/bench_server.py``) it runs once, small, so the suite
+latency. ``--slow-headers`` measures instead how long one client that sends its request line
+and headers a byte a second holds a server thread (bounded by ``--limit`` seconds)::
+
+    python benchmarks/bench_server.py --slow-headers                  # this server.py
+    python benchmarks/bench_server.py --slow-headers --baseline OLD.py
+
+Under pytest (``pytest benchmarks/bench_server.py``) it runs once, small, so the suite
 keeps it working; speed is not asserted anywhere.
 
 The server runs in a child process (so the clients' threads do not share its GIL) with a
@@ -23,6 +29,7 @@ import http.client
 import importlib.util
 import json
 import multiprocessing
+import socket
 import sys
 import threading
 import time
@@ -54,10 +61,20 @@ def _server_module(path):
     return module
 
 
-def _serve(path, port_queue):
+def _serve(path, port_queue, header_deadline=None):
     server = _server_module(path).make_server(_StandIn(), host=HOST, port=0)
+    if header_deadline is not None:
+        server.header_deadline = header_deadline  # servers without one ignore it
     port_queue.put(server.server_address[1])
     server.serve_forever()
+
+
+def _start_server(baseline, header_deadline=None):
+    ctx = multiprocessing.get_context("spawn")
+    ports = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(baseline, ports, header_deadline), daemon=True)
+    proc.start()
+    return proc, ports
 
 
 def _body():
@@ -71,10 +88,7 @@ def _body():
 def load_test(clients=50, requests=20, baseline=None, timeout=10.0):
     """Start the server, run ``clients`` threads of ``requests`` POSTs each (all released at
     once), return a dict of counts and latency percentiles in milliseconds."""
-    ctx = multiprocessing.get_context("spawn")
-    ports = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(baseline, ports), daemon=True)
-    proc.start()
+    proc, ports = _start_server(baseline)
     try:
         port = ports.get(timeout=60)
         body = _body()
@@ -121,6 +135,50 @@ def load_test(clients=50, requests=20, baseline=None, timeout=10.0):
             "wall_s": wall, "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": float(ms.max()) if len(ms) else 0}
 
 
+def slow_headers(baseline=None, every=1.0, limit=30.0, header_deadline=None):
+    """How long one client that sends its request line and headers one byte every ``every``
+    seconds holds a server thread: the seconds until the server answers or closes the
+    connection, or ``limit`` (the loop's bound) if it still holds it then. Returns a dict
+    with ``held_s``, ``released`` (False: still held at ``limit``) and the status line."""
+    proc, ports = _start_server(baseline, header_deadline)
+    head = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
+    try:
+        port = ports.get(timeout=60)
+        conn = socket.create_connection((HOST, port), timeout=every)
+        t0 = time.perf_counter()
+        reply, released = b"", False
+        try:
+            for byte in head:  # bounded: the loop ends at `limit` seconds at the latest
+                if time.perf_counter() - t0 >= limit:
+                    break
+                try:
+                    conn.sendall(bytes([byte]))
+                    chunk = conn.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:  # reset: the server closed it
+                    released = True
+                    break
+                reply += chunk
+                released = True  # an answer, or b"" (closed)
+                break
+            held = time.perf_counter() - t0
+        finally:
+            conn.close()
+    finally:
+        proc.terminate()
+        proc.join(10)
+    return {"held_s": held, "released": released,
+            "status": reply.split(b"\r\n", 1)[0].decode("latin-1")}
+
+
+def test_slow_headers_small():
+    """The slow-header measurement, small: a 0.5 s header deadline releases the thread."""
+    result = slow_headers(every=0.1, limit=5.0, header_deadline=0.5)
+    assert result["released"] and result["held_s"] < 4, result
+    assert " 408 " in result["status"] + " ", result
+
+
 def test_server_load_small():
     """Runs the load generator once, small (the suite's smoke run); nothing is timed."""
     result = load_test(clients=5, requests=2)
@@ -134,7 +192,19 @@ def main(argv=None):
     p.add_argument("--baseline", type=Path, default=None,
                    help="a server.py to measure instead of fastmlp.web.server")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--slow-headers", action="store_true",
+                   help="measure how long a client sending headers at 1 byte/s holds a thread")
+    p.add_argument("--limit", type=float, default=30.0,
+                   help="--slow-headers: stop measuring after this many seconds")
     args = p.parse_args(argv)
+    if args.slow_headers:
+        for _ in range(args.repeat):
+            r = slow_headers(args.baseline, every=1.0, limit=args.limit)
+            held = (f"{r['held_s']:.1f} s, then {r['status'] or 'closed'}" if r["released"]
+                    else f"still held after {r['held_s']:.1f} s (the --limit)")
+            print(f"{args.baseline or 'fastmlp.web.server'}: a client sending headers at "
+                  f"1 byte/s held a thread {held}", flush=True)
+        return
     for _ in range(args.repeat):
         r = load_test(args.clients, args.requests, args.baseline)
         print(f"{args.baseline or 'fastmlp.web.server'}: {r['requests']} requests, "

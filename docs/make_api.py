@@ -28,10 +28,28 @@ def public(module):
 
 
 def signature(obj):
+    """The call signature, without private parameters (those starting with an underscore:
+    internal switches such as ``Network.fit(_l2_per_weight=...)`` are not API)."""
     try:
-        return str(inspect.signature(obj))
+        sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return ""
+    params = [p for p in sig.parameters.values() if not p.name.startswith("_")]
+    return str(sig.replace(parameters=params))
+
+
+def method_of(value):
+    """The function behind a class attribute that is a method: a plain function, a
+    classmethod or staticmethod, or a conditional method such as scikit-learn's
+    ``available_if`` (``partial_fit`` of the drop-ins), which wraps one in ``fn``; else None."""
+    if isinstance(value, (classmethod, staticmethod)):
+        value = value.__func__
+    if inspect.isfunction(value):
+        return value
+    wrapped = getattr(value, "fn", None)
+    if inspect.isfunction(wrapped) and hasattr(value, "__get__"):
+        return wrapped
+    return None
 
 
 def doc(obj):
@@ -44,8 +62,8 @@ def render_member(lines, name, obj, level):
         for attr, value in vars(obj).items():
             if attr.startswith("_"):
                 continue
-            target = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
-            if inspect.isfunction(target):
+            target = method_of(value)
+            if target is not None:
                 lines += [f"{'#' * (level + 1)} `{name}.{attr}{signature(target)}`", "",
                           doc(target), ""]
             elif isinstance(value, property):

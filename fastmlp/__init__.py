@@ -3,7 +3,7 @@
 ``import fastmlp`` stays light: numba and the kernels load on first use of the numba backend.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Network", "History", "Conv2D", "MaxPool2D", "set_num_threads", "get_num_threads",
            "__version__"]
 

@@ -11,7 +11,18 @@ scikit-learn (1.6 or newer); ``import fastmlp`` alone never does. ::
 How it maps onto scikit-learn, and where it differs:
 
 * **dtype**: as scikit-learn, the network computes in float32 when ``X`` is float32 and in
-  float64 otherwise (ints, float64, lists...). Pass float32 data for the fastest fit.
+  float64 otherwise (ints, float64, lists...). Pass float32 data for the fastest fit. The
+  float64 kernels are a second compiled specialization: the first float64 fit on a machine
+  compiles them (about 100 s, once; numba caches them), which is logged once per process
+  (logger ``fastmlp.sklearn``, level INFO).
+* **activation** is read at every forward pass, as scikit-learn does: after
+  ``set_params(activation="tanh")`` a fitted model predicts (and trains on) its weights
+  through tanh.
+* **threads**: fit and predict use no more threads than threadpoolctl reports for the
+  process's BLAS and OpenMP pools, so a search in joblib or dask workers (dask sets
+  ``OMP_NUM_THREADS=1`` but not ``NUMBA_NUM_THREADS``) or under
+  ``threadpoolctl.threadpool_limits(n)`` does not oversubscribe the cores; the thread count
+  is restored afterwards.
 * **solvers**: ``"adam"`` and ``"sgd"`` (momentum and Nesterov, ``learning_rate`` schedules
   ``constant``, ``invscaling``, ``adaptive``) follow scikit-learn's update rules step for
   step. ``"lbfgs"`` runs ``scipy.optimize.minimize(method="L-BFGS-B")`` on the network's
@@ -25,7 +36,9 @@ How it maps onto scikit-learn, and where it differs:
   scikit-learn's to rounding (tests/test_sklearn.py); ``loss_`` differs only in that its
   alpha term uses the weights at the end of the epoch rather than at each batch.
 * **regression**: squared error with an identity output, or ``loss="poisson"`` (half Poisson
-  deviance with an exp output, fastmlp's fused ``poisson`` cost). For squared error
+  deviance with an exp output, fastmlp's fused ``poisson`` cost; negative targets are
+  refused with a ValueError, as scikit-learn's ``PoissonRegressor`` refuses them, where
+  scikit-learn's ``MLPRegressor`` reports a ``nan`` loss). For squared error
   scikit-learn's gradient is that of ``sum_outputs (y - y_hat)^2 / (2 n)`` while fastmlp's MSE
   averages over outputs too, so its gradient is ``2 / n_outputs`` times scikit-learn's. The
   wrapper rescales the learning rate (sgd), epsilon (adam) and l2 so that the updates are
@@ -49,7 +62,11 @@ How it maps onto scikit-learn, and where it differs:
 * **sparse** ``X`` of any scipy sparse format goes to the network as CSR, never densified
   (``lbfgs`` densifies: it is meant for small data).
 * **custom initialization**: ``coefs_`` and ``intercepts_`` set by hand before the first
-  ``partial_fit`` (or ``fit`` with ``warm_start=True``) are the starting weights.
+  ``partial_fit`` (or ``fit`` with ``warm_start=True``) are the starting weights; predicting
+  before that fit raises ``NotFittedError`` (scikit-learn's raises an AttributeError).
+* **warm start across solvers**: after an ``lbfgs`` fit, ``set_params(solver="adam")`` (or
+  ``"sgd"``) with ``warm_start=True`` goes on from the lbfgs weights with fresh stopping
+  bookkeeping (scikit-learn's raises an AttributeError).
 * **dropout** (beyond scikit-learn, stochastic solvers only): ``dropout=p`` zeroes each
   hidden unit with probability ``p`` during training (inverted dropout: kept units are scaled
   by ``1/(1-p)``, so prediction needs no change). A sequence gives one rate per hidden layer;
@@ -60,13 +77,15 @@ How it maps onto scikit-learn, and where it differs:
   underlying :class:`fastmlp.Network`.
 """
 
+import contextlib
+import logging
 import numbers
 import warnings
 
 import numpy as np
 import sklearn
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
@@ -96,6 +115,66 @@ _COST_FOR_OUTPUT = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy
                     "exp": "poisson", "identity": "mse"}
 _DIVERGED = ("Solver produced non-finite parameter weights. The input data may contain large "
              "values and need to be preprocessed.")
+
+
+_log = logging.getLogger(__name__)
+_float64_noted = False  # the float64 compile note is logged once per process
+
+
+def _note_float64(dtype):
+    """Log, once per process, that float64 data trains a float64 network, whose kernels are
+    a second compiled specialization (scikit-learn's data is float64 by default)."""
+    global _float64_noted
+    if dtype == np.float64 and not _float64_noted:
+        _float64_noted = True
+        _log.info("float64 input: the network computes in float64, as scikit-learn does. The "
+                  "first float64 fit on a machine compiles the kernels' float64 "
+                  "specialization (about 100 s, once; numba caches it). Pass float32 X to "
+                  "train in float32, the faster path.")
+
+
+_controller = None  # threadpoolctl's view of this process's BLAS/OpenMP pools, made once
+
+
+def _thread_budget():
+    """The smallest thread count threadpoolctl reports for this process's BLAS and OpenMP
+    thread pools, or None. Inside a joblib or dask worker these are limited (dask's
+    workers set OMP_NUM_THREADS=1 but not NUMBA_NUM_THREADS), as they are under
+    ``threadpoolctl.threadpool_limits``."""
+    global _controller
+    try:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _controller = ThreadpoolController()
+        counts = [lib.num_threads for lib in _controller.lib_controllers]
+    except Exception:  # noqa: BLE001 - no threadpoolctl, or a library it cannot query
+        return None
+    counts = [n for n in counts if isinstance(n, int) and n >= 1]
+    return min(counts) if counts else None
+
+
+@contextlib.contextmanager
+def _within_thread_limits():
+    """Run the compiled kernels with no more threads than the process's other thread
+    pools are allowed (see :func:`_thread_budget`), restoring the count afterwards (numba's
+    thread count is per calling thread). GridSearchCV(n_jobs=...) on dask, or a fit under
+    ``threadpool_limits(1)``, then does not oversubscribe the cores."""
+    budget = _thread_budget()
+    if budget is None:
+        yield
+        return
+    from ._threads import get_num_threads, set_num_threads
+
+    before = get_num_threads()
+    if budget >= before:
+        yield
+        return
+    set_num_threads(budget)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
 
 
 def _network_input(X):
@@ -231,9 +310,41 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         """The network's output for X, after scikit-learn's input validation."""
         check_is_fitted(self)
+        if "network_" not in self.__dict__:
+            # coefs_ set by hand make check_is_fitted pass, but nothing was fitted: no
+            # classes_, no output activation, no network.
+            raise NotFittedError(
+                f"This {type(self).__name__} has coefs_ set by hand but was never fitted: "
+                "coefs_ and intercepts_ set before fitting are the starting weights of the "
+                "first partial_fit (or fit with warm_start=True); call one of them before "
+                "predicting.")
         X = validate_data(self, X, accept_sparse="csr", reset=False)
         self._push_public()
-        return self.network_.predict_proba(_network_input(X))
+        self._follow_activation()
+        with _within_thread_limits():
+            return self.network_.predict_proba(_network_input(X))
+
+    def _follow_activation(self):
+        """scikit-learn applies ``activation`` at every forward pass, so after
+        ``set_params(activation=...)`` the fitted weights go through the new function. The
+        network's hidden activations follow: a new Network over the same parameters,
+        optimizer state, generator and History."""
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got "
+                             f"{self.activation!r}")
+        net = self.network_
+        wanted = _ACTIVATIONS[self.activation]
+        if all(a == wanted for a in net.activations[:-1]):
+            return
+        state = net.training_state()
+        new = Network(net.layers, activations=[wanted] * (len(net.activations) - 1)
+                      + [net.activations[-1]], cost=net.cost, backend=net.backend,
+                      dtype=net.dtype.name, seed=net.seed)
+        new._params[...] = net._params  # the same layer table: the same flat layout
+        new.set_training_state(state)
+        new.history = net.history
+        self.network_ = new
+        self._sync_public()
 
     # --- training -----------------------------------------------------------------------------
 
@@ -246,6 +357,10 @@ class _BaseMLP(BaseEstimator):
         self.loss_curve_ = []
         if self.solver == "lbfgs":
             return  # scikit-learn keeps no stopping bookkeeping for lbfgs
+        self._initialize_stopping()
+
+    def _initialize_stopping(self):
+        """The stochastic solvers' stopping bookkeeping, as scikit-learn starts it."""
         self._no_improvement_count = 0
         if self.early_stopping:
             self.validation_scores_ = []
@@ -257,11 +372,16 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
 
     def _fit(self, X, y, sample_weight, incremental):
+        with _within_thread_limits():
+            return self._fit_within_limits(X, y, sample_weight, incremental)
+
+    def _fit_within_limits(self, X, y, sample_weight, incremental):
         hidden = self._check_params()
         fitted = "network_" in self.__dict__
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         user_init = not first_pass and not fitted  # coefs_ set by hand, nothing fitted yet
         X, Y = self._validate_input(X, y, incremental, reset=first_pass or user_init)
+        _note_float64(X.dtype)
         if sample_weight is not None:
             # scikit-learn's checks and messages (length, NaN, inf, all zero); negative
             # weights too, which the network refuses.
@@ -277,11 +397,17 @@ class _BaseMLP(BaseEstimator):
                 layer_units)
             self._initialize(layer_units)
         else:
-            if self.solver != "lbfgs" and self.early_stopping and \
+            if self.solver != "lbfgs" and not hasattr(self, "_no_improvement_count"):
+                # warm start from lbfgs (set_params(solver="adam")): scikit-learn raises an
+                # AttributeError here; warm_start's promise is to go on from the weights,
+                # so the stochastic solver starts its bookkeeping afresh.
+                self._initialize_stopping()
+            elif self.solver != "lbfgs" and self.early_stopping and \
                     getattr(self, "validation_scores_", None) is None:
                 # early_stopping switched on between warm-started fits
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
             self._push_public()
+            self._follow_activation()
         if self.solver == "lbfgs":
             if first_pass or user_init:
                 self._build(layer_units, X.dtype, init, 0)
@@ -811,6 +937,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            # the half Poisson deviance is defined for counts only (scikit-learn's
+            # PoissonRegressor refuses them too); a negative target would train on nonsense
+            raise ValueError(f"loss='poisson' needs non-negative targets (counts); y holds "
+                             f"negative values (its minimum is {np.min(y):g})")
         return X, y
 
     def _net_targets(self, Y):

@@ -118,19 +118,7 @@ def test_reference_gradient_matches_central_differences():
     net = Network(layers, activations=["tanh", "sigmoid", "softmax"], backend="numpy",
                   dtype="float64", seed=0)
     X, y = data(layers, "cross_entropy", 4, "float64", 2, 3)
-    grads = net.gradients(X, y, l2=0.1)
-    eps = 1e-6
-    for (dW, db), W, b in zip(grads, net.weights, net.biases):
-        for param, grad in ((W, dW), (b, db)):
-            # (dense weights are transposed views: index them, never reshape a copy)
-            for i in list(np.ndindex(param.shape))[::max(1, param.size // 7)]:
-                keep = param[i]
-                param[i] = keep + eps
-                up = net.loss(X, y, l2=0.1)
-                param[i] = keep - eps
-                down = net.loss(X, y, l2=0.1)
-                param[i] = keep
-                assert abs((up - down) / (2 * eps) - grad[i]) < 1e-6
+    assert_matches_central_differences(net, X, y, l2=0.1)
 
 
 def test_input_shapes_and_weight_layout():
@@ -175,14 +163,60 @@ def test_same_seed_same_bits_and_threads_split_batches():
     np.testing.assert_allclose(one._params, results[0], atol=1e-4)
 
 
-def test_dense_network_with_image_input_and_pool_first():
-    layers = [(2, 6, 6), MaxPool2D(3), 5, 3]
-    fast, ref = pair(layers, None, "cross_entropy", "float64")
+def assert_matches_central_differences(net, X, y, l2=0.0, every=7, tol=1e-6):
+    """The network's gradients against central differences of its loss, on about ``every``
+    entries of each parameter array (and all of a small one)."""
+    grads = net.gradients(X, y, l2=l2)
+    eps = 1e-6
+    for (dW, db), W, b in zip(grads, net.weights, net.biases):
+        for param, grad in ((W, dW), (b, db)):
+            # (dense weights are transposed views: index them, never reshape a copy)
+            for i in list(np.ndindex(param.shape))[::max(1, param.size // every)]:
+                keep = param[i]
+                param[i] = keep + eps
+                up = net.loss(X, y, l2=l2)
+                param[i] = keep - eps
+                down = net.loss(X, y, l2=l2)
+                param[i] = keep
+                assert abs((up - down) / (2 * eps) - grad[i]) < tol, (i, grad[i])
+
+
+# Pooling straight after the input has no backward pass (nothing below it has parameters);
+# after a 1x1 convolution the same pooling layer's backward is on the gradient's path.
+POOL_FIRST = {"pool-first": [(2, 6, 6), MaxPool2D(3), 5, 3],
+              "pool-after-1x1-conv": [(2, 6, 6), Conv2D(2, 1), MaxPool2D(3), 5, 3]}
+
+
+@pytest.mark.parametrize("name", list(POOL_FIRST))
+def test_dense_network_with_image_input_and_pool_first(name):
+    layers = POOL_FIRST[name]
+    n_weighted = sum(not isinstance(spec, MaxPool2D) for spec in layers[1:])
+    acts = ["tanh"] * (n_weighted - 2) + ["sigmoid", "softmax"]
+    fast, ref = pair(layers, acts, "cross_entropy", "float64")
     X, y = data(layers, "cross_entropy", 9, "float64", 4, 3)
     assert_close(fast.predict_proba(X), ref.predict_proba(X), "float64")
     for (a, b), (c, d) in zip(fast.gradients(X, y), ref.gradients(X, y)):
         assert_close(a, c, "float64")
         assert_close(b, d, "float64")
+    assert_matches_central_differences(ref, X, y, every=20)
+    assert_matches_central_differences(fast, X, y, every=20, tol=1e-5)
+
+
+def test_two_conv_pool_stages_agree_and_match_central_differences():
+    """conv-pool-conv-pool: the second pooling layer has its own windows (3, stride 1,
+    overlapping) and its own remembered winners; its backward must use them."""
+    layers = [(2, 10, 10), Conv2D(3, 3, padding=1), MaxPool2D(2), Conv2D(4, 3, padding=1),
+              MaxPool2D(3, stride=1), 5, 3]
+    acts = ["tanh", "tanh", "sigmoid", "softmax"]
+    fast, ref = pair(layers, acts, "cross_entropy", "float64")
+    X, y = data(layers, "cross_entropy", 6, "float64", 8, 3)
+    assert_close(fast.predict_proba(X), ref.predict_proba(X), "float64")
+    assert_close(fast.loss(X, y, 0.1), ref.loss(X, y, 0.1), "float64")
+    for (a, b), (c, d) in zip(fast.gradients(X, y, 0.1), ref.gradients(X, y, 0.1)):
+        assert_close(a, c, "float64")
+        assert_close(b, d, "float64")
+    assert_matches_central_differences(ref, X, y, l2=0.1, every=12)
+    assert_matches_central_differences(fast, X, y, l2=0.1, every=5, tol=1e-5)
 
 
 def test_sparse_first_layer_paths_agree(monkeypatch):

@@ -630,12 +630,21 @@ def test_save_refuses_special_files(tmp_path, make, fragment):
     assert sorted(os.listdir(tmp_path)) == ["target.npz"]
 
 
+@pytest.mark.xfail(strict=True, reason="fastmlp.io.atomic_write renames its temporary file "
+                   "onto the link itself (os.replace), so the link becomes a regular file and "
+                   "its target keeps the old model; it should write the link's target")
 def test_save_through_a_symlink_to_a_regular_file_is_fine(tmp_path):
     real = tmp_path / "real.npz"
-    trained().save(real)
-    (tmp_path / "link.npz").symlink_to(real)
-    trained().save(tmp_path / "link.npz")
-    Network.load(tmp_path / "link.npz", backend="numpy")
+    trained(sizes=(6, 7, 3)).save(real)
+    link = tmp_path / "link.npz"
+    link.symlink_to(real)
+    new = trained(sizes=(6, 5, 4, 3))
+    new.save(link)
+    assert link.is_symlink() and os.readlink(link) == str(real), "the link was replaced"
+    saved = Network.load(real, backend="numpy")  # the target holds the new model
+    assert saved.layer_sizes == [6, 5, 4, 3]
+    np.testing.assert_array_equal(saved._params, new._params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "real.npz"]
 
 
 def test_killed_save_leaves_a_temporary_file_that_the_next_save_removes(tmp_path):

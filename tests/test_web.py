@@ -704,7 +704,7 @@ def test_mlp_network_responses_have_no_cnn_fields():
         assert status == 200 and data == {"status": "ok", "layer_sizes": [784, 8, 10],
                                           "test_accuracy": None}
         status, data, _ = predict(server, {"pixels": stroke().round(3).tolist()})
-        assert status == 200 and set(data) == {"label", "probabilities", "input"}
+        assert status == 200 and set(data) == {"label", "probabilities", "input", "hint"}
     finally:
         server.shutdown()
         server.server_close()
@@ -718,3 +718,109 @@ def test_make_server_refuses_a_cnn_of_another_image_shape():
     net = Network([(1, 14, 56), Conv2D(2, 3), 10], seed=0)  # 784 inputs, but not 28 x 28
     with pytest.raises(ValueError, match=r"\(1, 14, 56\)"):
         make_server(net, port=0)
+
+
+# ----------------------------------------------------------------------------- slow headers
+
+
+def _trickle(server, data, every, limit):
+    """Send ``data`` a byte every ``every`` seconds on a fresh connection, reading whatever
+    comes back, for at most ``limit`` seconds; return (reply, seconds until the server
+    answered or closed, or None if it never did)."""
+    conn = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10)
+    conn.settimeout(every)
+    t0 = time.perf_counter()
+    reply, closed_at = b"", None
+    try:
+        for byte in data:
+            if time.perf_counter() - t0 > limit:
+                break
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                closed_at = time.perf_counter() - t0
+                break
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                chunk = b""
+            reply += chunk
+            if not chunk or reply:
+                closed_at = time.perf_counter() - t0
+                break
+        if closed_at is not None:
+            conn.settimeout(2)
+            try:
+                while chunk := conn.recv(65536):
+                    reply += chunk
+            except OSError:
+                pass
+    finally:
+        conn.close()
+    return reply, closed_at
+
+
+def test_trickled_headers_hit_the_header_deadline():
+    """A client sending its request line and headers a byte every 0.1 s (each read
+    succeeds, so a per-read timeout never fires) gets 408 at the header deadline."""
+    server, thread = start(StandIn())
+    server.header_deadline = 0.6
+    try:
+        request_head = (b"GET /api/health HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 200
+                        + b"\r\n\r\n")
+        reply, seconds = _trickle(server, request_head, every=0.1, limit=6)
+        assert seconds is not None and seconds < 3, (seconds, reply)
+        assert reply.startswith(b"HTTP/1.0 408") or reply.startswith(b"HTTP/1.1 408"), reply
+        assert b"headers not received" in reply and b"text/html" not in reply, reply
+        assert healthy(server)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_trickled_request_line_hits_the_header_deadline():
+    server, thread = start(StandIn())
+    server.header_deadline = 0.5
+    try:
+        reply, seconds = _trickle(server, b"GET /" + b"a" * 300 + b" HTTP/1.1\r\n\r\n",
+                                  every=0.1, limit=6)
+        assert seconds is not None and seconds < 3, (seconds, reply)
+        assert b" 408 " in reply.split(b"\r\n")[0], reply
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_idle_connection_is_closed_silently_at_the_header_deadline():
+    """A connection that sends nothing (an idle keep-alive) is closed, with no answer."""
+    server, thread = start(StandIn())
+    server.header_deadline = 0.5
+    conn = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5)
+    try:
+        t0 = time.perf_counter()
+        assert conn.recv(100) == b""
+        assert time.perf_counter() - t0 < 3
+    finally:
+        conn.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_keep_alive_requests_each_get_the_header_deadline():
+    """The deadline is per request: a second request on the same connection, sent after a
+    pause shorter than the deadline, is answered as usual."""
+    server, thread = start(StandIn())
+    server.header_deadline = 1.0
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    try:
+        for _ in range(2):
+            conn.request("GET", "/api/health")
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+            time.sleep(0.6)
+    finally:
+        conn.close()
+        server.shutdown()
+        server.server_close()

@@ -10,12 +10,15 @@ Routes
                         a convolutional network adds ``"architecture"``: its layer list
                         as text, e.g. ``"[(1, 28, 28), Conv2D(8, 5, padding=2), ...]"``
 ``GET /api/history``    the model's training History as JSON (``{}`` when there is none)
-``POST /api/predict``   ``{"pixels": [[...], ...]}`` -> ``{"label", "probabilities", "input"}``
-                        (+ ``"feature_maps"`` for a convolutional network)
+``POST /api/predict``   ``{"pixels": [[...], ...]}`` -> ``{"label", "probabilities", "input",
+                        "hint"}`` (+ ``"feature_maps"`` for a convolutional network)
 ``OPTIONS *``           204 with an ``Allow`` header
 
 ``pixels`` is a 2-D list (at most 1024 x 1024) of ink values in [0, 1], ink = 1; it goes
 through :func:`fastmlp.images.to_mnist`, and ``input`` is the 28x28 image the network saw.
+``hint`` is null, or a sentence saying why the answer means little: the drawing is unlike
+MNIST's digits (:mod:`fastmlp.web.typicality`; :func:`serve` checks this when MNIST is on
+disk) or no digit gets ``UNSURE_BELOW`` of the probability.
 
 ``feature_maps`` (convolutional networks only) holds the first convolution layer's output
 after its activation, compactly: ``{"layer": index in the layer list (0 is the input),
@@ -28,21 +31,25 @@ max(0, max of the map)`` (so 0 is black for ReLU maps). At most ``MAX_MAPS`` map
 
 Errors are JSON ``{"error": "..."}``: 400 malformed (not JSON, not an object, no
 ``pixels``, wrong rank, ragged, non-numeric, bad Content-Length, body shorter than its
-Content-Length), 404 unknown path, 405 wrong method (TRACE included), 408 body not received
-within ``BODY_DEADLINE`` seconds, 411 no Content-Length, 413 body over 8 MiB or image over
+Content-Length), 404 unknown path, 405 wrong method (TRACE included), 408 request line and
+headers not received within ``HEADER_DEADLINE`` seconds or body not received within
+``BODY_DEADLINE`` seconds, 411 no Content-Length, 413 body over 8 MiB or image over
 1024 px a side (refused before the body is read), 422 well-formed but unusable (NaN/inf,
 values outside [0, 1], no ink), 501 unknown method, 503 too many large requests at once
 (retry), 500 the model failed. The server keeps serving after any of them.
 
 Load: the listen backlog is ``LISTEN_BACKLOG`` (bursts of connections queue instead of
 being reset), at most ``MAX_LARGE_BODIES`` bodies over ``LARGE_BODY_BYTES`` are read and
-parsed at once (bounded memory: each may become a million-element Python list), and a body
-must arrive whole within ``BODY_DEADLINE`` seconds, however slowly it trickles.
+parsed at once (bounded memory: each may become a million-element Python list), the request
+line and headers must arrive whole within ``HEADER_DEADLINE`` seconds and a body within
+``BODY_DEADLINE`` seconds, however slowly they trickle (a connection that sends nothing is
+closed at the header deadline without an answer).
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import mimetypes
@@ -61,17 +68,21 @@ from ..history import history_path as history_path_for
 from ..images import SIZE, to_mnist
 
 __all__ = ["make_server", "serve", "load_history", "MAX_BODY_BYTES", "MAX_SIDE", "BODY_DEADLINE",
-           "MAX_MAPS", "MAX_MAP_SIDE"]
+           "HEADER_DEADLINE", "MAX_MAPS", "MAX_MAP_SIDE"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 8 * 1024 * 1024  #: requests with a larger Content-Length get 413, unread
 MAX_SIDE = 1024  #: the largest accepted image height or width
 BODY_DEADLINE = 10.0  #: seconds a client has to send a whole request body (else 408)
+#: seconds a client has to send its request line and headers, all of them (else 408, or a
+#: silent close when it sent nothing: an idle keep-alive connection)
+HEADER_DEADLINE = 10.0
 LISTEN_BACKLOG = 128  #: socketserver's default of 5 resets bursts of new connections
 LARGE_BODY_BYTES = 256 * 1024  #: bodies above this share MAX_LARGE_BODIES slots
 MAX_LARGE_BODIES = 4  #: large bodies read and parsed at once (each may cost ~100 MB)
 MAX_MAPS = 32  #: feature maps sent per prediction (a wider first conv layer: its first 32)
 MAX_MAP_SIDE = 56  #: larger maps are subsampled by a whole step to at most this many a side
+UNSURE_BELOW = 0.5  #: a top probability below this gets the "unsure" hint
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}\Z")  # ASCII digits only: "²".isdigit() is True
 
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -344,8 +355,9 @@ class DigitServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address, model, history=None, quiet=True):
+    def __init__(self, address, model, history=None, quiet=True, digit_space=None):
         self.model = model
+        self.digit_space = digit_space  # a typicality.DigitSpace, or None: no "unlike" hint
         if history is None:
             # A Network carries its own History (saved inside the .npz); stand-ins may not.
             try:
@@ -357,6 +369,7 @@ class DigitServer(ThreadingHTTPServer):
         self.predict_lock = threading.Lock()
         self.large_bodies = threading.BoundedSemaphore(MAX_LARGE_BODIES)
         self.body_deadline = BODY_DEADLINE  # seconds; an attribute so tests can shorten it
+        self.header_deadline = HEADER_DEADLINE  # likewise
         sizes = getattr(model, "layer_sizes", None)
         self.layer_sizes = [int(s) for s in sizes] if sizes is not None else None
         self.test_accuracy = _test_accuracy(self.history)
@@ -364,6 +377,20 @@ class DigitServer(ThreadingHTTPServer):
         first = _FirstConv(model) if self.architecture is not None else None
         self.first_conv = first if first is not None and first.index is not None else None
         super().__init__(address, DigitHandler)
+
+    def hint(self, image, proba):
+        """A sentence for the page when the answer means little, else None: the drawing is
+        unlike MNIST's digits (see :mod:`fastmlp.web.typicality`), or no digit gets
+        ``UNSURE_BELOW`` of the probability."""
+        space = self.digit_space
+        if space is not None and space.is_unlike(image):
+            return (f"This drawing is unlike the handwritten digits the network learned from "
+                    f"(farther from them than {space.percentile:g} % of MNIST's digits are). "
+                    "It can only ever answer 0-9, so this answer means little.")
+        if float(np.max(proba)) < UNSURE_BELOW:
+            return (f"The network is unsure: no digit gets {UNSURE_BELOW:.0%} of the "
+                    "probability.")
+        return None
 
     def health(self) -> dict:
         """``/api/health``: an MLP's answer is exactly as before; a CNN adds its architecture."""
@@ -420,10 +447,64 @@ class DigitServer(ThreadingHTTPServer):
             "label": int(np.argmax(proba)),
             "probabilities": [float(p) for p in proba],
             "input": np.round(image.astype(np.float64), 4).tolist(),
+            "hint": self.hint(image, proba),
         }
         if maps is not None:
             answer["feature_maps"] = maps
         return answer
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's raw reader, under a deadline while one is set: each read waits at
+    most until the deadline (and at most ``timeout`` seconds), so a client that trickles its
+    request line and headers a byte at a time cannot hold a thread past the deadline.
+    Counts the bytes read since the deadline was set, and whether a read timed out."""
+
+    def __init__(self, sock, timeout):
+        super().__init__()
+        self._raw = sock.makefile("rb", buffering=0)
+        self._sock = sock
+        self._timeout = timeout
+        self.deadline = None
+        self.received = 0
+        self.timed_out = False
+
+    def start(self, seconds):
+        self.deadline = time.monotonic() + seconds
+        self.received = 0
+        self.timed_out = False
+
+    def stop(self):
+        """No deadline from here on (the body has its own); reads wait ``timeout`` again."""
+        if self.deadline is not None:
+            self.deadline = None
+            try:
+                self._sock.settimeout(self._timeout)
+            except OSError:
+                pass
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.deadline is None:
+            return self._raw.readinto(buffer)
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError("request line and headers not received in time")
+            self._sock.settimeout(min(left, self._timeout))
+            n = self._raw.readinto(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+        self.received += n or 0
+        return n
+
+    def close(self):
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 class DigitHandler(BaseHTTPRequestHandler):
@@ -431,6 +512,38 @@ class DigitHandler(BaseHTTPRequestHandler):
     server_version = "fastmlp"
     sys_version = ""
     timeout = 15  # seconds a slow client may take per read; frees its thread afterwards
+
+    def setup(self):
+        super().setup()
+        # The request line and headers, all of them, must arrive within the server's
+        # header_deadline (HEADER_DEADLINE), as a body must within its own: http.server's
+        # per-read timeout alone let a client sending a byte a second hold a thread forever.
+        self.rfile.close()
+        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self):
+        # What send_error reads, should the deadline pass before the request line is parsed.
+        self.command, self.requestline = None, ""
+        self.request_version = self.default_request_version
+        reader = self._reader
+        reader.start(self.server.header_deadline)
+        try:
+            # A read that times out ends the request there, with close_connection set.
+            super().handle_one_request()
+        finally:
+            reader.stop()
+        if reader.timed_out and reader.received:
+            # Part of a request came, the rest not in time: say so (then close). A client
+            # that sent nothing at all (an idle keep-alive connection) is closed silently.
+            self.send_error(408, f"request line and headers not received within "
+                                 f"{self.server.header_deadline:g} s")
+
+    def parse_request(self):
+        try:
+            return super().parse_request()  # reads the headers, under the deadline
+        finally:
+            self._reader.stop()  # the body has a deadline of its own (BODY_DEADLINE)
 
     # ----------------------------------------------------------------- responses
     def _send(self, status: int, body: bytes, content_type: str, extra=()):
@@ -622,11 +735,14 @@ class DigitHandler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
 
-def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, quiet: bool = True):
+def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, quiet: bool = True,
+                digit_space=None):
     """A ready, not yet running, server for ``model`` (anything with ``predict_proba``).
 
     ``history`` is a dict of per-epoch lists, a History object, a path to its JSON, or None
-    (then ``model.history`` is used when the model has one).
+    (then ``model.history`` is used when the model has one). ``digit_space`` (a
+    :class:`fastmlp.web.typicality.DigitSpace`, or None) lets answers say when a drawing is
+    unlike a digit (``hint``); :func:`serve` builds one from MNIST when it can.
     Port 0 picks a free port: read it from ``server.server_address[1]`` (or ``server.url``).
     Run it with ``server.serve_forever()`` (in a thread for tests); stop with
     ``server.shutdown(); server.server_close()``.
@@ -644,7 +760,8 @@ def make_server(model, host: str = "127.0.0.1", port: int = 8000, history=None, 
             f"the page sends one 28x28 image, shape (1, {SIZE}, {SIZE}), but this model takes "
             f"images of shape {tuple(shape)}"
         )
-    return DigitServer((host, int(port)), model, history=history, quiet=quiet)
+    return DigitServer((host, int(port)), model, history=history, quiet=quiet,
+                       digit_space=digit_space)
 
 
 def serve(model_path=None, host: str = "127.0.0.1", port: int = 8000, *, quiet: bool = True,
@@ -670,7 +787,18 @@ def serve(model_path=None, host: str = "127.0.0.1", port: int = 8000, *, quiet: 
         model = Network.load(model_path)
         if history is None:
             history = load_history(model_path) or None  # None: fall back to model.history
-    server = make_server(model, host=host, port=port, history=history, quiet=quiet)
+    digit_space = None
+    try:  # the dataset the model was trained on, when its History says
+        run = _history_dict(history if history is not None else
+                            getattr(model, "history", None)).get("run")
+    except (TypeError, ValueError, OSError, RecursionError):
+        run = None
+    if not isinstance(run, dict) or run.get("dataset", "mnist") == "mnist":
+        from .typicality import DigitSpace
+
+        digit_space = DigitSpace.from_mnist()  # None without MNIST on disk: no such hint
+    server = make_server(model, host=host, port=port, history=history, quiet=quiet,
+                         digit_space=digit_space)
     print(f"fastmlp: serving the draw-a-digit page at {server.url}  (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

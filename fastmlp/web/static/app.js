@@ -11,6 +11,7 @@
   const clearButton = document.getElementById("clear");
   const prediction = document.getElementById("prediction");
   const statusLine = document.getElementById("status");
+  const answerHint = document.getElementById("answer-hint");
   const probs = document.getElementById("probs");
   const seen = document.getElementById("seen");
   const seenCtx = seen.getContext("2d");
@@ -202,6 +203,7 @@
     prediction.dataset.status = "empty";
     statusLine.textContent = message;
     statusLine.classList.remove("error");
+    showHint(null);
     for (const r of rows) {
       r.fill.style.width = "0%";
       r.pct.textContent = "";
@@ -211,7 +213,15 @@
     blankMaps();
   }
 
+  // The server's hint when the answer means little (a drawing unlike any digit, or no
+  // digit getting half the probability); null otherwise.
+  function showHint(text) {
+    answerHint.textContent = text || "";
+    answerHint.hidden = !text;
+  }
+
   function showError(message) {
+    showHint(null);
     prediction.textContent = "?";
     prediction.dataset.status = "error";
     statusLine.textContent = message;
@@ -224,6 +234,7 @@
     prediction.dataset.status = "ready";
     statusLine.textContent = "confidence " + (100 * p[res.label]).toFixed(1) + " %";
     statusLine.classList.remove("error");
+    showHint(res.hint);
     rows.forEach((r, d) => {
       const v = d < p.length ? p[d] : 0;
       r.fill.style.width = (100 * v).toFixed(1) + "%";
