@@ -190,7 +190,7 @@ def test_page_predicts_like_python(context, site, model, tmp_path):
     assert page.evaluate("document.getElementById('prediction').dataset.status") == "empty"
     assert page.locator("#probs .prob").count() == 10
     worst_input = worst_proba = 0.0
-    results = []
+    results, times = [], []
     for digit, strokes in DIGITS.items():
         page.click("#clear")
         assert page.get_attribute("#prediction", "data-label") is None
@@ -207,8 +207,10 @@ def test_page_predicts_like_python(context, site, model, tmp_path):
         assert got["label"] == got["text"] == str(int(np.argmax(want)))
         assert page.locator("#probs .prob.top").get_attribute("data-digit") == got["label"]
         results.append((digit, got["label"]))
+        times.append(got["timings"]["lastPredictionMs"])
     print(f"\n{model.layers}: max |JS - Python| input {worst_input:.3g}, probabilities "
-          f"{worst_proba:.3g}; drawn -> read: {results}")
+          f"{worst_proba:.3g}; drawn -> read: {results}; last prediction of each digit "
+          f"{min(times):.1f}-{max(times):.1f} ms")
     assert worst_input <= 1e-4
     assert worst_proba <= 1e-4
     if os.environ.get("FASTMLP_SCREENSHOTS") and model.is_mlp:
@@ -284,4 +286,90 @@ def test_page_from_a_file_url_says_to_serve_it(context, site):
         "() => document.getElementById('prediction').dataset.status === 'error'",
         timeout=10_000)
     assert "http.server" in page.inner_text("#status")
+    page.close()
+
+
+# ------------------------------------------------------------------ the JS functions alone
+
+RANDOM_NETS = {  # every layer kind and activation the page's forward pass knows
+    "cnn-all-activations": ([(1, 28, 28), Conv2D(3, (3, 2), stride=2, padding=1),
+                             MaxPool2D(3, stride=2), Conv2D(4, 2), 6, 5],
+                            ["tanh", "sigmoid", "exp", "identity"], "float32"),
+    "mlp-sigmoid-tanh": ([784, 16, 8, 10], ["sigmoid", "tanh", "softmax"], "float32"),
+    "mlp-float64": ([784, 12, 10], ["relu", "softmax"], "float64"),
+}
+
+
+@pytest.fixture(scope="module", params=list(RANDOM_NETS))
+def random_site(request, tmp_path_factory):
+    spec, activations, dtype = RANDOM_NETS[request.param]
+    net = Network(spec, activations=activations, dtype=dtype, seed=4, backend="numpy",
+                  cost="cross_entropy" if activations[-1] == "softmax" else "mse")
+    rng = np.random.default_rng(5)
+    net.biases = [rng.normal(0, 0.3, b.shape) for b in net.biases]
+    folder = tmp_path_factory.mktemp("random-site")
+    export.to_web(net, folder)
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield net, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_js_forward_matches_predict_proba(context, random_site):
+    net, url = random_site
+    page = open_page(context, url)
+    rng = np.random.default_rng(6)
+    X = rng.random((4, 784)) * (rng.random((4, 784)) < 0.3)  # mostly zeros, like MNIST
+    X = X.astype(net.dtype)
+    got = np.array(page.evaluate(
+        "(xs) => xs.map((x) => Array.from(window.fastmlpExport.forward(x)))", X.tolist()))
+    want = net.predict_proba(X)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5 if net.dtype == np.float32 else 1e-12,
+                               atol=1e-6 if net.dtype == np.float32 else 1e-12)
+    assert page.locator("#probs .prob").count() == net.n_outputs
+    assert not page.problems, page.problems
+    page.close()
+
+
+def synthetic_images():
+    """Pictures that take every branch of to_mnist: dark ink on light paper (inverted),
+    digits smaller than the 20 px box (enlarged), wide and tall ones, odd sizes, grey
+    backgrounds, sizes that round half to even, a 2-row image (its border is all of it)."""
+    rng = np.random.default_rng(7)
+    images = []
+    for h, w in [(140, 140), (28, 28), (60, 37), (9, 31), (41, 5), (2, 30), (13, 13)]:
+        a = np.zeros((h, w))
+        r0, c0 = h // 4, w // 5
+        a[r0:max(r0 + 1, 3 * h // 4), c0:max(c0 + 1, w // 2)] = rng.random()
+        a[rng.random((h, w)) < 0.05] = 0.7
+        images.append(a)
+        images.append(1 - 0.8 * a)  # dark on light
+    grey = np.full((50, 40), 0.2)
+    grey[10:40, 5:7] = 0.9  # 30 x 2: scaled to 20 x 1.33 -> rounds to 1
+    images.append(grey)
+    half = np.zeros((40, 40))
+    half[0:40, 0:5] = 1  # 40 x 5 -> 20 x 2.5 -> Python's round gives 2, not 3
+    images.append(half)
+    return images
+
+
+def test_js_to_mnist_matches_python(context, random_site):
+    _, url = random_site
+    page = open_page(context, url)
+    for image in synthetic_images():
+        got = page.evaluate(
+            "([px, h, w]) => { const r = window.fastmlpExport.toMnist(px, h, w);"
+            "                  return r && Array.from(r); }",
+            [image.ravel().tolist(), image.shape[0], image.shape[1]])
+        want = to_mnist(image)
+        assert got is not None, image.shape
+        np.testing.assert_allclose(np.array(got).reshape(28, 28), want, atol=1e-6,
+                                   err_msg=str(image.shape))
+    blank = page.evaluate("() => window.fastmlpExport.toMnist(new Array(100).fill(0.3), 10, 10)")
+    assert blank is None  # no ink: to_mnist raises ValueError
     page.close()

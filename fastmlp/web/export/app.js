@@ -496,8 +496,8 @@
     const cnn = m.layers.some((l) => l.type === "conv");
     netKind.textContent = cnn ? "A convolutional network" : "An MLP";
     modelInfo.textContent = "Model: " + m.architecture + ", " +
-      m.n_params.toLocaleString("en") + " parameters (" +
-      Math.round(m.weights_bytes / 1024).toLocaleString("en") + " kB).";
+      m.n_params.toLocaleString("en") + " parameters (" + (m.weights_bytes < 1e6
+        ? (m.weights_bytes / 1e3).toFixed(1) + " kB)." : (m.weights_bytes / 1e6).toFixed(1) + " MB).");
     showEmpty("Draw a digit in the box.");
     if (hasInk) predictNow(); // drawn while the model was loading
   }).catch((err) => {
