@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastmlp import Conv2D, MaxPool2D, cli, export
+from fastmlp import Conv2D, MaxPool2D, export
 from fastmlp.network import Network
 
 from test_cli import assert_one_line_error, run
