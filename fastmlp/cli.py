@@ -308,6 +308,18 @@ def build_parser():
     s.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0: any free)")
     s.set_defaults(func=cmd_serve)
 
+    x = sub.add_parser(
+        "export", help="write a model as ONNX or as a static web page",
+        description="Export a saved model: --onnx FILE writes an ONNX graph whose output is "
+                    "the model's probabilities (needs pip install 'fastmlp[onnx]'); --web DIR "
+                    "writes a static draw-a-digit site (index.html, app.js, style.css, "
+                    "model.json, model.bin) that runs the network in the browser.")
+    x.add_argument("model", type=Path, metavar="MODEL", help="a model saved by fastmlp train")
+    x.add_argument("--onnx", type=Path, default=None, metavar="FILE", help="ONNX file to write")
+    x.add_argument("--web", type=Path, default=None, metavar="DIR",
+                   help="folder to write the static site into (created if needed)")
+    x.set_defaults(func=cmd_export)
+
     # `fastmlp bench ...` is dispatched in main() before parsing; listed here for --help.
     b = sub.add_parser("bench", help="benchmarks (options: fastmlp bench --help)",
                        add_help=False)
@@ -1546,6 +1558,27 @@ def cmd_serve(args):
     serve(str(model), host=args.host, port=args.port)
     return 0
 
+
+# ----------------------------------------------------------------------------- export
+
+
+def cmd_export(args):
+    if args.onnx is None and args.web is None:
+        raise _UsageError("export needs --onnx FILE, --web DIR or both (see 'fastmlp export "
+                          "--help')")
+    from . import export
+
+    if args.onnx is not None:
+        export.require_onnx()  # before anything is written
+    net = _load_model(args.model)
+    if args.onnx is not None:
+        path = export.to_onnx(net, args.onnx)
+        print(f"fastmlp: wrote {path} ({_format_bytes(path.stat().st_size)})")
+    if args.web is not None:
+        sizes = export.to_web(net, args.web)
+        print(f"fastmlp: wrote {args.web}/ ({_format_bytes(sum(sizes.values()))}: "
+              f"{', '.join(sizes)}); serve it with: python3 -m http.server -d {args.web}")
+    return 0
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
