@@ -106,7 +106,11 @@ def conv_forward_call(X, W, b, row, Z):
 def conv_backward_call(X, W, delta, row, dW, db, dX, need_dX):
     conv = _conv()[0]
     work = np.empty(conv.conv_work_size(row, X.shape[0]), X.dtype)
-    return lambda: conv.conv_backward(X, W, delta, row, dW, db, dX, need_dX, work)
+    def backward():
+        conv.conv_weight_gradient(X, delta, row, 0, dW.shape[0], dW, db, work)
+        if need_dX:
+            conv.conv_input_gradient(W, delta, row, dX, work)
+    return backward
 
 
 def maxpool_forward_call(X, row, Z, argmax):

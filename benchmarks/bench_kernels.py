@@ -142,17 +142,21 @@ def softmax_ce_call(Z, Y, delta):
 
 
 def batch_gradients_call(net, Xb, Y_batch):
-    """One training batch's forward + backward as the training loop runs it: split into
-    one part per thread, each part's first layer compressed on the fly where sparse."""
-    return lambda: net._flat_gradients(Xb, Y_batch, 0.0)
+    """One training batch's forward + backward as the training loop runs it (each layer's
+    work split between threads, the first layer compressed on the fly where sparse)."""
+    backend = net._backend
+    return lambda: backend.gradient(Xb, Y_batch, 0.0)
 
 
 def update_call(params, grads, lr):
-    training = _k()[4]
+    from fastmlp import _layout as layout
+    from fastmlp.kernels import optimizers
+
     s1, s2 = np.zeros_like(params), np.zeros_like(params)
-    parts = grads.reshape(1, -1)  # one thread's share: the whole gradient
-    return lambda: training.update(training.SGD, params, parts, 1, lr, 0.9, False, 0.9, 0.999,
-                                   1e-8, 0, s1, s2)
+    cfg = layout.Settings(optimizer=optimizers.SGD, lr=lr, momentum=0.9, nesterov=False,
+                          beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, l2_per_weight=False,
+                          dropout=0.0, key=0)
+    return lambda: optimizers.update(cfg, lr, params, grads, s1, s2, 0, params.size)
 
 
 # --- forward product of the first layer: CSR rows x Wt vs X[rows] @ Wt ----------------------

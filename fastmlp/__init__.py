@@ -8,7 +8,7 @@ __all__ = ["Network", "History", "Conv2D", "MaxPool2D", "set_num_threads", "get_
            "__version__"]
 
 # Importing fastmlp sets no environment variable and changes no other library's behaviour.
-# Numba's threading layer (whose idle threads must not spin: see _threads.QUIET_LAYER) is
+# Numba's threading layer (thread-safe, with sleeping idle threads: see fastmlp._threads) is
 # chosen when the compiled kernels are first imported (fastmlp/kernels/__init__.py).
 
 

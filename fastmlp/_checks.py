@@ -177,22 +177,31 @@ def _check_rows(name, shape, n_features):
                          f"{n_features}")
 
 
-def sample_weights(w, n_samples, dtype, name="sample_weight"):
-    """None, or ``n_samples`` finite non-negative weights (not all zero) as ``dtype``."""
+def sample_weights(w, n_samples, dtype, name="sample_weight", return_scale=False):
+    """None, or ``n_samples`` finite non-negative weights (not all zero) as ``dtype``,
+    divided by the largest.
+
+    A weighted mean ``Σ wᵢ Cᵢ / Σ w`` depends only on the weights' ratios, so they are checked
+    in float64 and scaled to a largest weight of 1: weights of 1e38 (whose float32 sum would
+    overflow to inf) and of 1e-200 (which float32 would round to 0) both work. With
+    ``return_scale`` returns ``(weights, the largest weight)``: what scikit-learn's L2 term,
+    divided by the weights' sum rather than a mean, needs to undo the scaling."""
     if w is None:
-        return None
+        return (None, 1.0) if return_scale else None
     arr = _numeric_array(name, w)
     if arr.ndim != 1 or arr.shape[0] != n_samples:
         raise ValueError(f"{name} must be 1-D with one weight per sample ({n_samples}), got "
                          f"shape {arr.shape}")
-    arr = _finite_cast(name, arr, dtype)
+    arr = _finite_cast(name, arr, np.float64)
     if (arr < 0).any():
         where = _first_bad(arr < 0)
         raise ValueError(f"{name} must be non-negative, first {_index(name, where)} = "
                          f"{_value(arr, where)!r}")
     if not arr.any():
         raise ValueError(f"{name} is all zeros: no sample would count")
-    return arr
+    scale = float(arr.max())
+    scaled = np.ascontiguousarray(arr / scale, dtype=dtype)
+    return (scaled, scale) if return_scale else scaled
 
 
 def targets(y, n_samples, n_outputs, dtype, name="y"):

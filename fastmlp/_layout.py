@@ -16,6 +16,18 @@ from collections import namedtuple
 
 DENSE, CONV, POOL = 0, 1, 2
 
+# The codes the kernels branch on, kept here (plain Python, no numba) so that the layer table
+# and the compiled backend name them without importing the kernels, which import them from
+# here: one place.
+RELU, SIGMOID, TANH, IDENTITY, SOFTMAX, EXP = range(6)
+ACTIVATION_CODES = {"relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "identity": IDENTITY,
+                    "softmax": SOFTMAX, "exp": EXP}
+CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY, POISSON = range(4)
+COST_CODES = {"cross_entropy": CROSS_ENTROPY, "mse": MSE,
+              "binary_cross_entropy": BINARY_CROSS_ENTROPY, "poisson": POISSON}
+SGD, MOMENTUM, ADAM = range(3)
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "adam": ADAM}
+
 # Columns of a table row.
 KIND, IN_C, IN_H, IN_W, OUT_C, OUT_H, OUT_W, KH, KW, STRIDE, PAD, PARAM, ACT = range(13)
 COLUMNS = 13
@@ -25,18 +37,20 @@ COLUMNS = 13
 # and caches them since these classes live at module level).
 
 # The first layer's input: dense rows ``X``, or (``use_csr``) a CSR matrix whose rows are the
-# samples (``X`` is then an empty placeholder of the right width). Dense rows of a part with
+# samples (``X`` is then an empty placeholder of the right width). Dense rows of a batch with
 # fewer non-zeros than the fraction ``sparse_below`` go in through a CSR block.
 Input = namedtuple("Input", ["X", "indptr", "indices", "data", "use_csr", "sparse_below"])
 
-# Per-part workspaces: every 2-D array has one row per thread part; ``ident`` is an arange
-# long enough to index any batch or layer.
+# The workspace of one compiled call (:class:`fastmlp._compiled.Workspace`): flat buffers
+# sized for the most rows the call takes at a time, ``conv`` one row per thread; ``ident`` is
+# an arange long enough to index any batch or layer, ``grads`` the gradient (training only),
+# ``targets``/``weights`` the batch's gathered targets and sample weights.
 Work = namedtuple("Work", ["acts", "xbuf", "scratch", "csr_indptr", "csr_indices", "csr_data",
                            "sp_indptr", "sp_indices", "sp_data", "delta_a", "delta_b",
-                           "argmax", "conv", "ident"])
+                           "argmax", "conv", "ident", "grads", "targets", "weights"])
 
 # A training run's scalar settings: the optimizer (``optimizer`` is a code of
-# ``training.CODES``) and its hyper-parameters, L2 (``l2_per_weight``: divided by each batch's
+# ``kernels.optimizers.CODES``) and its hyper-parameters, L2 (``l2_per_weight``: divided by each batch's
 # weight sum, scikit-learn's ``alpha``) and dropout with its mask key.
 Settings = namedtuple("Settings", ["optimizer", "lr", "momentum", "nesterov", "beta1", "beta2",
                                    "eps", "l2", "l2_per_weight", "dropout", "key"])

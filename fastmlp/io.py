@@ -100,6 +100,10 @@ def atomic_write(path, write):
     new file gets the usual permissions (0o666 less the umask); a replaced one keeps its mode.
     """
     path = _as_path(path, "save")
+    if path.is_symlink():
+        # Write the link's target (the rename below would replace the link itself with a
+        # regular file and leave the target holding the old contents).
+        path = path.resolve()
     folder = path.parent
     if not folder.is_dir():
         raise ValueError(f"cannot save to {path}: folder {folder} does not exist")

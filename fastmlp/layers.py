@@ -13,6 +13,7 @@ The compiled code sees the same records as one int64 table (:func:`table`,
 :mod:`fastmlp._layout`).
 """
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -111,11 +112,11 @@ class Layer:
 
     @property
     def n_in(self):
-        return int(np.prod(self.in_shape))
+        return math.prod(self.in_shape)
 
     @property
     def n_out(self):
-        return int(np.prod(self.out_shape))
+        return math.prod(self.out_shape)
 
     @property
     def has_params(self):
@@ -134,11 +135,11 @@ class Layer:
     def n_params(self):
         if not self.has_params:
             return 0
-        return int(np.prod(self.weight_shape)) + self.out_shape[0]
+        return math.prod(self.weight_shape) + self.out_shape[0]  # (exact: no int64 wrap)
 
     @property
     def fan_in(self):
-        return self.n_in if self.kind == "dense" else int(np.prod(self.weight_shape[1:]))
+        return self.n_in if self.kind == "dense" else math.prod(self.weight_shape[1:])
 
 
 def _describe(index, spec):

@@ -6,7 +6,6 @@ import math
 import numbers
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -14,8 +13,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _checks as check
+from . import _layout as layout
 from . import layers as layer_specs
 from . import reference
+from ._compiled import physical_memory
 from .history import History
 from .layers import Conv2D, MaxPool2D  # noqa: F401  (re-exported: fastmlp.Conv2D)
 
@@ -24,21 +25,9 @@ COSTS = reference.COSTS
 BACKENDS = check.BACKENDS
 OPTIMIZERS = check.OPTIMIZERS
 SCHEDULES = ("constant", "cosine", "step")
-# Samples per compiled call while training: the progress bar and Ctrl-C get a look-in this
-# often, at a cost of one Python round trip per chunk.
-CHUNK_SAMPLES = 8192
-MIN_PART_ROWS = 16  # training splits a batch across threads in parts of at least this size
-# Inference works through its rows in blocks of at most this many per thread: big enough
-# for the products to run at speed, small enough for a block's activations to stay in cache.
-PREDICT_BLOCK = 256
-MIN_PREDICT_PART = 64  # ...and uses another thread only for at least this many more rows
 # fit stops (FloatingPointError, parameters of the epoch before kept) when an epoch's loss
 # exceeds this multiple of the starting network's: no run that is learning gets there.
 DIVERGED = 1000.0
-# A dense first layer reads a part (a batch's share, or a block of predicted rows) through
-# a CSR block when fewer than this fraction of its inputs are non-zero: MNIST's pixels are
-# ~80 % zeros, and skipping them beats the denser product's better vectorization.
-SPARSE_BELOW = 0.5
 
 
 class _ParamList(list):
@@ -53,62 +42,6 @@ class _ParamList(list):
         if value.shape != target.shape:
             raise ValueError(f"expected shape {target.shape}, got {value.shape}")
         target[...] = value
-
-
-def _kernels():
-    # Imported on first use so that `import fastmlp` and the numpy backend never load numba.
-    global _KERNELS
-    if _KERNELS is None:
-        from .kernels import activations, backprop, costs, dense, inference, training
-
-        _KERNELS = activations, backprop, costs, dense, training, inference
-    return _KERNELS
-
-
-_KERNELS = None
-
-
-def _layout():
-    from . import _layout as layout  # plain Python: no numba
-
-    return layout
-
-
-# The activation and cost codes of the kernels (fastmlp.kernels.activations.CODES and
-# costs.CODES, which tests/test_cnn.py holds these to), without importing numba: the layer
-# table carries them on both backends.
-_ACTIVATION_CODES = {"relu": 0, "sigmoid": 1, "tanh": 2, "identity": 3, "softmax": 4, "exp": 5}
-_COST_CODES = {"cross_entropy": 0, "mse": 1, "binary_cross_entropy": 2, "poisson": 3}
-_NO_INDPTR = np.zeros(1, np.int64)
-_NO_INDICES = np.zeros(0, np.int32)
-_NO_WEIGHTS = {name: np.zeros(0, dtype) for name, dtype in check.DTYPES.items()}
-_NO_TARGETS = {name: np.zeros((0, 1), dtype) for name, dtype in check.DTYPES.items()}
-_NO_GRADS = {name: np.zeros((1, 1), dtype) for name, dtype in check.DTYPES.items()}
-
-
-def _infer_settings():
-    """``layout.Settings`` for training.run's INFER mode (only the code matters)."""
-    return _layout().Settings(optimizer=-2, lr=0.0, momentum=0.0, nesterov=False, beta1=0.0,
-                              beta2=0.0, eps=0.0, l2=0.0, l2_per_weight=False, dropout=0.0,
-                              key=0)
-# The parallel kernels run one call at a time: numba's workqueue threading layer (see
-# fastmlp._threads) must not be entered from two Python threads at once.
-_kernel_lock = threading.RLock()
-
-
-def _memory_limit():
-    """Bytes of physical memory (a generous bound where the OS does not say)."""
-    try:
-        import os
-
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**50
-
-
-def _dense(X):
-    """A checked input as a dense array (the numpy backend reads sparse input densified)."""
-    return X.toarray() if isinstance(X, check.CSR) else X
 
 
 class Network:
@@ -145,6 +78,11 @@ class Network:
     def __init__(self, layer_sizes: Sequence, activations: Sequence[str] | None = None,
                  cost: str = "cross_entropy", backend: str = "numba", dtype: str = "float32",
                  seed: int | None = None) -> None:
+        if not isinstance(layer_sizes, (str, bytes)):
+            try:
+                layer_sizes = list(layer_sizes)  # (a generator is read once)
+            except TypeError:
+                pass  # not a sequence: plan() says so
         self._layers = layer_specs.plan(layer_sizes)
         specs = list(layer_sizes)
         self.layers = [layer_specs.normalize_input(specs[0])] + [
@@ -183,6 +121,7 @@ class Network:
         self._early_stopping = None  # fit's early-stopping bookkeeping, kept for resuming
         self._allocate()
         self._initialize()
+        self._backend = _backend(self)
         # Dropout masks hash (key, update step, layer, row, unit); drawn once per network so
         # that the same seed gives the same masks on both backends and across fit calls.
         self._dropout_key = int(self._rng.integers(2**62))
@@ -192,10 +131,10 @@ class Network:
     def _allocate(self):
         # The layer table's activation column holds each layer's code; the numpy backend
         # never reads it, so the names' codes come from a table that needs no numba.
-        codes = [_ACTIVATION_CODES[a] for a in self.activations]
+        codes = [layout.ACTIVATION_CODES[a] for a in self.activations]
         self._table, n_params = layer_specs.table(self._layers, codes)
         need = n_params * self.dtype.itemsize
-        if need > _memory_limit():
+        if need > physical_memory():
             raise ValueError(f"this network has {n_params:,} parameters, "
                              f"{need / 2**30:,.1f} GiB in {self.dtype.name}: more than this "
                              "machine's memory")
@@ -207,7 +146,7 @@ class Network:
         """``(weights, biases)``: views of a flat vector in the parameter layout (the
         parameters themselves, or a gradient) in the public shapes."""
         weights, biases = [], []
-        for layer, start in zip(self._layers, self._table[:, _layout().PARAM]):
+        for layer, start in zip(self._layers, self._table[:, layout.PARAM]):
             if not layer.has_params:
                 continue
             n_w = int(np.prod(layer.weight_shape))
@@ -302,7 +241,7 @@ class Network:
         # views are rebuilt over them on unpickling (pickled views would come back as
         # detached copies), and the per-thread predict cache is not carried at all.
         state = self.__dict__.copy()
-        for key in ("_ws_cache", "_weights", "_biases", "_act_codes", "_table"):
+        for key in ("_backend", "_weights", "_biases", "_table"):
             state.pop(key, None)
         return state
 
@@ -311,36 +250,11 @@ class Network:
         self.__dict__.update(state)
         self._allocate()
         self._params[...] = params
+        self._backend = _backend(self)
 
     def __repr__(self):
         return (f"Network({self.layers}, activations={self.activations}, "
                 f"cost={self.cost!r}, backend={self.backend!r}, dtype={self.dtype.name!r})")
-
-    # --- compiled-path plumbing ------------------------------------------------------------
-
-    def _cost_code(self):
-        return _COST_CODES[self.cost]
-
-    def _workspace(self, rows, parts=1):
-        """A workspace kept between calls (one per Python thread, so predicting from several
-        threads at once stays safe) that holds ``parts`` parts of ``rows`` samples:
-        one-sample latency and short ``fit`` calls are mostly set-up otherwise."""
-        cache = self.__dict__.setdefault("_ws_cache", threading.local())
-        ws = getattr(cache, "ws", None)
-        if ws is None or ws.params is not self._params:
-            ws = cache.ws = _Workspace(self, rows, parts)
-        elif ws.rows < rows or ws.parts < parts:  # grow, never shrink: calls alternate
-            ws = cache.ws = _Workspace(self, max(rows, ws.rows), max(parts, ws.parts))
-        return ws
-
-    def _input(self, X):
-        """The first layer's input (a ``layout.Input``): checked dense rows, or a checked
-        CSR matrix (scipy sparse input) read without densifying it."""
-        if isinstance(X, check.CSR):
-            return _layout().Input(np.empty((0, self.n_inputs), self.dtype), X.indptr,
-                                   X.indices, X.data, True, 0.0)
-        return _layout().Input(X, _NO_INDPTR, _NO_INDICES, _NO_WEIGHTS[self.dtype.name], False,
-                               float(SPARSE_BELOW))
 
     # --- inference -------------------------------------------------------------------------
 
@@ -351,11 +265,8 @@ class Network:
 
     def _check_XY(self, X, Y):
         X = self._check_X(X)
-        Y, labels_given = check.targets(Y, X.shape[0], self.n_outputs, self.dtype)
-        return X, Y, labels_given
-
-    def _reference_kwargs(self):
-        return {} if self.is_mlp else {"layers": self._layers}
+        Y, _ = check.targets(Y, X.shape[0], self.n_outputs, self.dtype)
+        return X, Y
 
     def forward(self, X: ArrayLike) -> list[np.ndarray]:
         """Every layer's output for X: ``[a¹, ..., aᴸ]`` (the last is ``predict_proba``),
@@ -363,69 +274,11 @@ class Network:
         X = self._check_X(X)
         if isinstance(X, check.CSR):
             X = X.toarray()
-        if self.backend == "numpy":
-            return reference.forward(self._weights, self._biases, self.activations, X,
-                                     layers=self._layers)[1][1:]
-        # One block of all n rows through the inference kernel leaves every layer's output
-        # in the workspace (the last one activated): copy them out.
-        n = X.shape[0]
-        ws = _Workspace(self, n)
-        out = np.empty((n, self.n_outputs), dtype=self.dtype)
-        name = self.dtype.name
-        with _kernel_lock:
-            _kernels()[5].infer_range(self._params, self._table, self._cost_code(),
-                                      self._input(X), _NO_TARGETS[name], _NO_WEIGHTS[name],
-                                      np.arange(n), out, ws.work, 0, 0, n, n)
-        outputs, start = [], 0
-        for layer in self._layers:
-            outputs.append(ws.work.acts[0, start:start + n * layer.n_out].reshape(
-                n, layer.n_out).copy())
-            start += n * layer.n_out
-        return outputs
+        return self._backend.forward(X)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """The network's output ŷ for every row of X, shape ``(n, n_outputs)``."""
-        X = self._check_X(X)
-        if self.backend == "numpy":
-            return reference.predict_proba(self._weights, self._biases, self.activations,
-                                           _dense(X), **self._reference_kwargs())
-        return self._infer(X)[1]
-
-    def _infer(self, X, Y=None, sample_weight=None):
-        """``(summed data cost or 0, ŷ)`` of checked X (and targets Y) on the kernels: rows
-        split between threads, each working through blocks of ``PREDICT_BLOCK``."""
-        n = X.shape[0]
-        parts = 1 if n < 2 * MIN_PREDICT_PART else max(1, min(_threads_now(),
-                                                                n // MIN_PREDICT_PART))
-        block = min(PREDICT_BLOCK, -(-n // parts))
-        ws = self._workspace(block, parts)
-        out = np.empty((n, self.n_outputs), dtype=self.dtype)
-        name = self.dtype.name
-        Y = _NO_TARGETS[name] if Y is None else Y
-        weights = _NO_WEIGHTS[name] if sample_weight is None else sample_weight
-        with _kernel_lock:
-            if parts == 1:  # no thread pool to wake: a one-sample prediction is microseconds
-                cost = _kernels()[5].infer_range(
-                    self._params, self._table, self._cost_code(), self._input(X), Y, weights,
-                    ws.index(n), out, ws.work, 0, 0, n, block)
-            else:
-                cost = self._run(X, Y, weights, ws.index(n), 0, 0, 0, _infer_settings(),
-                                 parts, ws, out=out, block=block)[0]
-        return cost, out
-
-    def _run(self, X, Y, weights, order, batch_size, first, stop, cfg, parts, ws, state=None,
-             out=None, block=0, grads=None):
-        """``training.run`` with this network's arrays (see there for the three modes)."""
-        name = self.dtype.name
-        step, state1, state2 = (0, _NO_WEIGHTS[name], _NO_WEIGHTS[name]) if state is None \
-            else (state["step"], state["state1"], state["state2"])
-        run = _kernels()[4].run
-        args = (self._params, self._table, self._cost_code(), self._input(X), Y, weights,
-                order, batch_size, first, stop, cfg, step, state1, state2, parts, ws.work,
-                ws.Y_parts, ws.w_parts, _NO_GRADS[name] if grads is None else grads,
-                _NO_TARGETS[name] if out is None else out, block)
-        return run(*args)
-        return run(*args)
+        return self._backend.predict(self._check_X(X))[1]
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Class labels for every row of X: the argmax of the output or, for independent
@@ -441,53 +294,30 @@ class Network:
              sample_weight: ArrayLike | None = None) -> float:
         """Mean cost over the samples (weighted by ``sample_weight``) plus ``l2/2 Σ‖W‖²``."""
         l2 = check.real("l2", l2, low=0)
-        X, Y, _ = self._check_XY(X, Y)
+        X, Y = self._check_XY(X, Y)
         sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
         return self._cost_and_output(X, Y, sample_weight)[0] + reference.l2_penalty(
             self._weights, l2)
 
     def _cost_and_output(self, X, Y, sample_weight=None):
         """``(mean data cost, ŷ)`` from one forward pass over checked X and target rows Y."""
-        if self.backend == "numpy":
-            zs, acts = reference.forward(self._weights, self._biases, self.activations,
-                                         _dense(X), **self._reference_kwargs())
-            return reference.batch_loss(self.cost, zs[-1], acts[-1], Y, sample_weight), acts[-1]
-        total, out = self._infer(X, Y, sample_weight)
-        return total / (X.shape[0] if sample_weight is None else float(np.sum(sample_weight))), out
+        total, out = self._backend.predict(X, Y, sample_weight)
+        return total / _weight_sum(X.shape[0], sample_weight), out
 
     def gradients(self, X: ArrayLike, Y: ArrayLike, l2: float = 0.0,
                   sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2, sample_weight)``, shaped like the
         parameters."""
         l2 = check.real("l2", l2, low=0)
-        X, Y, _ = self._check_XY(X, Y)
+        X, Y = self._check_XY(X, Y)
         sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
-        if self.backend == "numpy":
-            return reference.gradients(self._weights, self._biases, self.activations,
-                                       self.cost, _dense(X), Y, l2,
-                                       sample_weight=sample_weight,
-                                       **self._reference_kwargs())
-        grads = self._flat_gradients(X, Y, l2, sample_weight)
-        return [(np.ascontiguousarray(dW), db.copy()) for dW, db in zip(*self._param_views(grads))]
-
-    def _flat_gradients(self, X, Y, l2, sample_weight=None):
-        """The gradient of the mean (weighted) cost plus ``l2/2 Σ‖W‖²`` over all of X in the
-        flat parameter layout (what an optimizer such as L-BFGS wants), from one compiled
-        pass split between threads."""
-        n = X.shape[0]
-        parts = max(1, min(_threads_now(), n // MIN_PART_ROWS))
-        ws = self._workspace(-(-n // parts), parts)
-        weights = _NO_WEIGHTS[self.dtype.name] if sample_weight is None else sample_weight
-        cfg = _layout().Settings(**dict(_infer_settings()._asdict(),
-                                        optimizer=_kernels()[4].GRADIENT, l2=float(l2)))
-        with _kernel_lock:
-            self._run(X, Y, weights, ws.index(n), n, 0, 1, cfg, parts, ws, grads=ws.grads)
-            return ws.grads[0].copy()
+        flat = self._backend.gradient(X, Y, l2, sample_weight)
+        return [(np.ascontiguousarray(dW), db.copy()) for dW, db in zip(*self._param_views(flat))]
 
     def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """``{"loss": mean cost, "accuracy": fraction classified right}`` on (X, y): argmax
         matches, or for ``binary_cross_entropy`` every output on its target's side of 0.5."""
-        X, Y, _ = self._check_XY(X, y)
+        X, Y = self._check_XY(X, y)
         cost, out = self._cost_and_output(X, Y)  # one forward pass for both numbers
         accuracy = float(np.mean(reference.classified_right(self.cost, out, Y)))
         return {"loss": float(cost), "accuracy": accuracy}
@@ -512,10 +342,7 @@ class Network:
     def set_training_state(self, state: dict) -> None:
         """Restore what :meth:`training_state` returned (e.g. from a checkpoint); a damaged
         state raises ValueError and changes nothing."""
-        if self.backend == "numba":
-            from .io import check_training_state
-
-            check_training_state(state, self._params.size, self.dtype)
+        self._backend.check_training_state(state)
         try:
             name = state["optimizer"]
             if name is not None:
@@ -524,7 +351,7 @@ class Network:
                               else v) for k, v in dict(state["state"]).items()}
                 for k, v in values.items():
                     if isinstance(v, np.ndarray) and v.shape != self._params.shape and \
-                            self.backend == "numba":
+                            self.backend == "numba":  # (the numpy backend keeps per-array state)
                         raise ValueError(f"optimizer state {k!r} has shape {v.shape}; "
                                          f"expected {self._params.shape}")
                 self._optimizer_state = (name, values)
@@ -562,6 +389,13 @@ class Network:
         from .io import save_network
 
         return save_network(self, path)
+
+    def to_onnx(self, path: str | os.PathLike, dtype: str | None = None) -> None:
+        """Write this network as an ONNX file (``pip install 'fastmlp[onnx]'``); see
+        :func:`fastmlp.export.to_onnx`."""
+        from .export import to_onnx
+
+        return to_onnx(self, path, dtype)
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "numba") -> Network:
@@ -635,8 +469,12 @@ class Network:
             raise ValueError(f"callback must be callable as callback(epoch, history), got "
                              f"{callback!r}")
         _warn_if_unscaled(X)
-        X, Y, labels_given = self._check_XY(X, y)
-        sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
+        X, Y = self._check_XY(X, y)
+        sample_weight, weight_scale = check.sample_weights(sample_weight, X.shape[0], self.dtype,
+                                                           return_scale=True)
+        # scikit-learn's alpha (_l2_per_weight) is divided by each batch's weight sum, which
+        # the scaling of the weights changed by weight_scale: the kernels get it undone.
+        l2_batch = l2 / weight_scale if _l2_per_weight else l2
         if validation_data is not None and validation_split:
             raise ValueError("give validation_data or validation_split, not both")
         if validation_data is not None:
@@ -644,7 +482,7 @@ class Network:
                 X_val, y_val = validation_data
             except (TypeError, ValueError):
                 raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            X_val, Y_val, _ = self._check_XY(X_val, y_val)
+            X_val, Y_val = self._check_XY(X_val, y_val)
         elif validation_split:
             n_val = int(round(validation_split * X.shape[0]))
             if not 1 <= n_val < X.shape[0]:
@@ -662,11 +500,11 @@ class Network:
         n = X.shape[0]
         batch_size = min(batch_size, n)
         settings = dict(optimizer=optimizer, lr=learning_rate, momentum=momentum,
-                        nesterov=bool(nesterov), beta1=beta1, beta2=beta2, eps=epsilon, l2=l2,
+                        nesterov=bool(nesterov), beta1=beta1, beta2=beta2, eps=epsilon,
+                        l2=l2_batch,
                         l2_per_weight=bool(_l2_per_weight), dropout=dropout,
                         key=self._dropout_key)
-        trainer = (_ReferenceTrainer if self.backend == "numpy" else _CompiledTrainer)(
-            self, X, Y, batch_size, optimizer, settings, sample_weight)
+        trainer = self._backend.trainer(X, Y, batch_size, optimizer, settings, sample_weight)
         history = self.history
         trainer.prepare(verbose)
         # The cost of the network as it starts, on a sample: the yardstick for divergence
@@ -744,6 +582,20 @@ class Network:
         return history
 
 
+def _backend(net):
+    """The object that computes for ``net``: the kernels, or the numpy reference."""
+    if net.backend == "numpy":
+        return reference.ReferenceBackend(net)
+    from ._compiled import CompiledBackend
+
+    return CompiledBackend(net)
+
+
+def _weight_sum(n, sample_weight):
+    """What a mean cost divides by: the sample count, or the weights' sum (in float64)."""
+    return n if sample_weight is None else float(np.sum(sample_weight, dtype=np.float64))
+
+
 def _warn_if_unscaled(X):
     """Integer inputs above 1 are raw pixel values (MNIST's uint8 0..255): they train very
     poorly unless scaled, so say so instead of training silently to ~10 %."""
@@ -763,181 +615,6 @@ def _scheduled(schedule, lr, epoch, epochs, history):
     if schedule == "step":
         return lr * 0.5 ** (epoch // max(1, math.ceil(epochs / 3)))
     return lr
-
-
-def _threads_now():
-    import numba
-
-    return numba.get_num_threads()
-
-
-class _ReferenceTrainer:
-    def prepare(self, verbose):
-        pass  # nothing to compile
-
-    def __init__(self, net, X, Y, batch_size, optimizer, settings, sample_weight):
-        self.net, self.X, self.Y, self.sample_weight = net, _dense(X), Y, sample_weight
-        self.batch_size, self.optimizer, self.settings = batch_size, optimizer, settings
-        self.state = net._optimizer_state_for(optimizer, dict)
-
-    def epoch(self, order, lr, bar):
-        net, s = self.net, self.settings
-        cost, accuracy = reference.train_epoch(
-            net._weights, net._biases, net.activations, net.cost, self.X, self.Y, order,
-            self.batch_size, lr, s["l2"], self.optimizer, self.state, s["dropout"], s["key"],
-            layers=None if net.is_mlp else net._layers, sample_weight=self.sample_weight,
-            l2_per_weight=s["l2_per_weight"], momentum=s["momentum"],
-            nesterov=s["nesterov"], beta1=s["beta1"], beta2=s["beta2"], epsilon=s["eps"])
-        bar.update(order.size)
-        return cost, accuracy
-
-
-class _CompiledTrainer:
-    """Workspaces for one fit (kept on the network, and reused by the next fit when they
-    are big enough); each call trains a chunk of batches."""
-
-    def __init__(self, net, X, Y, batch_size, optimizer, settings, sample_weight):
-        self.training = _kernels()[4]
-        self.net, self.X, self.Y, self.batch_size = net, X, Y, batch_size
-        self.settings = dict(settings, optimizer=self.training.CODES[optimizer])
-        self.sample_weight = (_NO_WEIGHTS[net.dtype.name] if sample_weight is None
-                              else sample_weight)
-        self.weight_total = X.shape[0] if sample_weight is None else None
-        # Threads share each batch; a part below MIN_PART_ROWS samples isn't worth a thread.
-        self.parts = max(1, min(_threads_now(), batch_size // MIN_PART_ROWS))
-        rows = -(-batch_size // self.parts)
-        self.ws = net._workspace(rows, self.parts)
-        # state1: velocity or Adam's first moment; state2: Adam's second; step: updates made.
-        self.state = net._optimizer_state_for(optimizer, lambda: {
-            "state1": np.zeros_like(net._params), "state2": np.zeros_like(net._params),
-            "step": 0})
-
-    def prepare(self, verbose):
-        """Compile the kernels for this network's dtype (or load them from numba's cache)
-        before the progress bar starts; the first run in a fresh environment compiles for a
-        while, and says so with the time elapsed instead of showing a frozen bar."""
-        net = self.net
-        ready = bool(self.training.run.signatures)
-        # (short enough for one 80-column line: the count rewrites it in place)
-        ticker = None if ready or not verbose else _Ticker(
-            "fastmlp: preparing kernels (compiled on first run, then cached)")
-        try:
-            cfg = _layout().Settings(**dict(self.settings, lr=0.0))
-            with _kernel_lock:  # zero batches: compiles or loads, trains nothing
-                net._run(self.X, self.Y, self.sample_weight, np.arange(0), self.batch_size, 0,
-                         0, cfg, self.parts, self.ws, self.state, grads=self.ws.grads)
-        finally:
-            if ticker is not None:
-                ticker.stop()
-
-    def epoch(self, order, lr, bar):
-        net, ws = self.net, self.ws
-        cfg = _layout().Settings(**dict(self.settings, lr=lr))
-        n_batches = -(-order.size // self.batch_size)
-        per_call = max(1, CHUNK_SAMPLES // self.batch_size)
-        total, correct = 0.0, 0
-        for first in range(0, n_batches, per_call):
-            stop = min(n_batches, first + per_call)
-            with _kernel_lock:
-                cost, right = net._run(self.X, self.Y, self.sample_weight, order,
-                                       self.batch_size, first, stop, cfg, self.parts, ws,
-                                       self.state, grads=ws.grads)
-            self.state["step"] += stop - first
-            total += cost
-            correct += right
-            bar.update(min(order.size, stop * self.batch_size) - first * self.batch_size)
-        weight_total = order.size if self.sample_weight.size == 0 else float(
-            np.sum(self.sample_weight[order]))
-        return total / weight_total, correct / order.size
-
-
-class _Workspace:
-    """Every buffer a compiled call needs for up to ``rows`` samples per part, allocated
-    once and reused by every batch (and by later calls). Each of ``parts`` threads has its
-    own row of every 2-D buffer."""
-
-    def __init__(self, net, rows, parts=1):
-        self.rows, self.parts, self.params = rows, parts, net._params
-        from .kernels.conv import conv_work_size as conv
-
-        layers, table = net._layers, net._table
-        widths = [layer.n_out for layer in layers]
-        first = layers[0]
-        n_in = first.n_in
-        dense = [layer for layer in layers if layer.kind == "dense"]
-
-        def buffer(size, dtype=net.dtype):
-            return np.empty((parts, max(1, int(size))), dtype=dtype)
-
-        # The first layer's input batch in CSR form, and transposed (dense first layers only).
-        sparse = n_in if first.kind == "dense" else 0
-        self.work = _layout().Work(
-            acts=buffer(sum(widths) * rows),
-            xbuf=buffer(rows * n_in),  # a gathered dense batch
-            # One dense layer's transposes at a time: its input batch and δ, or its weights.
-            scratch=buffer(max([max(d.n_in * rows + d.n_out * rows, d.n_in * d.n_out)
-                                for d in dense])),
-            csr_indptr=buffer(rows + 1, np.int64),
-            csr_indices=buffer(rows * sparse, np.int32),
-            csr_data=buffer(rows * sparse),
-            sp_indptr=buffer(sparse + 1, np.int64),
-            sp_indices=buffer(rows * sparse, np.int32),
-            sp_data=buffer(rows * sparse),
-            delta_a=buffer(max(widths) * rows),
-            delta_b=buffer(max(widths) * rows),
-            argmax=buffer(sum(layer.n_out for layer in layers if layer.kind == "pool") * rows,
-                          np.int32),
-            conv=buffer(max([conv(row, rows) for row, layer in zip(table, layers)
-                             if layer.kind == "conv"], default=0)),
-            ident=np.arange(max(rows, n_in), dtype=np.int64))
-        self.Y_parts = buffer(rows * net.n_outputs)
-        self.w_parts = buffer(rows)
-        self._grads = None
-        self._index = np.arange(0)
-
-    @property
-    def grads(self):
-        """One gradient vector per part (allocated on first use: inference needs none)."""
-        if self._grads is None:
-            self._grads = np.empty((self.parts, self.params.size), self.params.dtype)
-        return self._grads
-
-    def index(self, n):
-        """``arange(n)``, kept: the row numbers of a prediction."""
-        if self._index.size < n:
-            self._index = np.arange(n, dtype=np.int64)
-        return self._index[:n]
-
-
-class _Ticker:
-    """A line on stderr that counts the seconds until :meth:`stop` (from its own thread:
-    numba compiles in LLVM with the GIL released). Silent when stopped within ``quiet``
-    seconds (loading compiled kernels from the cache takes about one)."""
-
-    def __init__(self, text, every=1.0, quiet=2.0):
-        self.text, self.every, self.quiet = text, every, quiet
-        self.started = time.perf_counter()
-        self.shown = False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        if self._done.wait(self.quiet):
-            return
-        while True:
-            self.shown = True
-            print(f"\r{self.text}: {time.perf_counter() - self.started:.0f} s", end="",
-                  file=sys.stderr, flush=True)
-            if self._done.wait(self.every):
-                return
-
-    def stop(self):
-        self._done.set()
-        self._thread.join()
-        if self.shown:
-            print(f"\r{self.text}: done in {time.perf_counter() - self.started:.0f} s",
-                  file=sys.stderr, flush=True)
 
 
 class _NoBar:

@@ -479,3 +479,79 @@ def maxpool2d_backward(delta, argmax, input_shape):
     rows = np.broadcast_to(np.arange(n)[:, None], (n, delta[0].size))
     np.add.at(dX, (rows, argmax.reshape(n, -1)), delta.reshape(n, -1))
     return dX.reshape(input_shape)
+
+
+# --- the reference backend ----------------------------------------------------------------
+
+
+class ReferenceBackend:
+    """This module run as a :class:`fastmlp.network.Network` backend (``backend="numpy"``):
+    the same methods as :class:`fastmlp._compiled.CompiledBackend`, over the network's public
+    weights and biases. Sparse input is read densified."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def _args(self):
+        net = self.net
+        return net._weights, net._biases, net.activations
+
+    def _layers(self):
+        return None if self.net.is_mlp else self.net._layers
+
+    def forward(self, X):
+        return forward(*self._args(), _dense(X), layers=self.net._layers)[1][1:]
+
+    def predict(self, X, Y=None, sample_weight=None):
+        """``(summed (weighted) data cost or 0, ŷ)``."""
+        zs, acts = forward(*self._args(), _dense(X), layers=self._layers())
+        if Y is None:
+            return 0.0, acts[-1]
+        costs = sample_costs(self.net.cost, zs[-1], acts[-1], Y)
+        return float(np.sum(costs if sample_weight is None else sample_weight * costs)), acts[-1]
+
+    def gradient(self, X, Y, l2, sample_weight=None):
+        """The gradient in the flat parameter layout (as the compiled backend's)."""
+        net = self.net
+        flat = np.zeros_like(net._params)
+        pairs = gradients(*self._args(), net.cost, _dense(X), Y, l2,
+                          sample_weight=sample_weight, layers=self._layers())
+        for (W, b), (dW, db) in zip(zip(*net._param_views(flat)), pairs):
+            W[...] = dW
+            b[...] = db
+        return flat
+
+    def trainer(self, X, Y, batch_size, optimizer, settings, sample_weight):
+        return ReferenceTrainer(self.net, X, Y, batch_size, optimizer, settings, sample_weight)
+
+    def check_training_state(self, state):
+        """Nothing to check beyond Network's own checks: this backend keeps its optimizer
+        state per parameter array, in :func:`update`'s own form."""
+
+
+def _dense(X):
+    """Checked input as a dense array (scipy sparse input densified)."""
+    return X.toarray() if hasattr(X, "toarray") else X
+
+
+class ReferenceTrainer:
+    """:func:`train_epoch` with one fit's data and settings."""
+
+    def __init__(self, net, X, Y, batch_size, optimizer, settings, sample_weight):
+        self.net, self.X, self.Y, self.sample_weight = net, _dense(X), Y, sample_weight
+        self.batch_size, self.optimizer, self.settings = batch_size, optimizer, settings
+        self.state = net._optimizer_state_for(optimizer, dict)
+
+    def prepare(self, verbose):
+        return 0.0  # nothing to compile
+
+    def epoch(self, order, lr, bar):
+        net, s = self.net, self.settings
+        cost, accuracy = train_epoch(
+            net._weights, net._biases, net.activations, net.cost, self.X, self.Y, order,
+            self.batch_size, lr, s["l2"], self.optimizer, self.state, s["dropout"], s["key"],
+            layers=None if net.is_mlp else net._layers, sample_weight=self.sample_weight,
+            l2_per_weight=s["l2_per_weight"], momentum=s["momentum"],
+            nesterov=s["nesterov"], beta1=s["beta1"], beta2=s["beta2"], epsilon=s["eps"])
+        bar.update(order.size)
+        return cost, accuracy

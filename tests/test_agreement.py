@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fastmlp
+from fastmlp import _compiled as compiled_module
 from fastmlp import network as network_module
 from fastmlp import reference
 
@@ -31,8 +32,9 @@ def problems(draw):
     """A random network description and a batch for it.
 
     At least one hidden layer (dropout and the hidden activations' derivatives are only
-    exercised there), and about half the batches have 32 rows or more: two thread parts of at
-    least MIN_PART_ROWS, so a per-part term counted in every part (L2) shows."""
+    exercised there), and about half the batches have 32 rows or more: enough rows for the
+    products to be split between two threads (fastmlp.kernels.threads.MIN_ROWS each), so a
+    term counted once per thread's share (L2) shows."""
     n_hidden = draw(st.integers(1, 3))
     sizes = [draw(st.integers(1, 40))] + [draw(st.integers(1, 33)) for _ in range(n_hidden)]
     cost = draw(st.sampled_from(["cross_entropy", "mse", "binary_cross_entropy"]))
@@ -71,7 +73,7 @@ def pair(sizes, activations, cost, dtype, seed):
 @pytest.fixture(params=["dense", "csr"])
 def input_path(request, monkeypatch):
     """Force the first layer's dense or CSR kernels regardless of the data's density."""
-    monkeypatch.setattr(network_module, "SPARSE_BELOW", 0.0 if request.param == "dense" else 2.0)
+    monkeypatch.setattr(compiled_module, "SPARSE_BELOW", 0.0 if request.param == "dense" else 2.0)
     return request.param
 
 
@@ -403,13 +405,13 @@ def test_validation_split_holds_out_training_samples(monkeypatch):
         checked.append(np.asarray(X_).copy())
         return original(X_, Y_)
 
-    class RecordingTrainer(network_module._CompiledTrainer):
+    class RecordingTrainer(compiled_module.CompiledTrainer):
         def __init__(self, net_, X_, *args, **kwargs):
             trained.append(np.asarray(X_).copy())
             super().__init__(net_, X_, *args, **kwargs)
 
     net._check_XY = spy
-    monkeypatch.setattr(network_module, "_CompiledTrainer", RecordingTrainer)
+    monkeypatch.setattr(compiled_module, "CompiledTrainer", RecordingTrainer)
     net.fit(X, y, epochs=1, validation_split=0.2, verbose=False)
     history = net.history
     assert len(history.val_accuracy) == 1

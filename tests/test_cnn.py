@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import fastmlp
 from fastmlp import Conv2D, MaxPool2D, Network
+from fastmlp import _compiled as compiled_module
 from fastmlp import network as network_module
 
 TOL = {"float64": 1e-10, "float32": 2e-4}
@@ -227,21 +228,12 @@ def test_sparse_first_layer_paths_agree(monkeypatch):
     y = rng.integers(0, 4, 300)
     out = {}
     for name, threshold in (("dense", 0.0), ("csr", 2.0)):
-        monkeypatch.setattr(network_module, "SPARSE_BELOW", threshold)
+        monkeypatch.setattr(compiled_module, "SPARSE_BELOW", threshold)
         net = Network([30, 8, 4], dtype="float64", seed=1)
         net.fit(X, y, epochs=1, batch_size=32, verbose=False)
         out[name] = (net._params.copy(), net.predict_proba(X))
     assert_close(out["dense"][0], out["csr"][0], "float64")
     assert_close(out["dense"][1], out["csr"][1], "float64")
-
-
-def test_network_code_tables_match_the_kernels():
-    """network.py names activation and cost codes without importing numba; they must be the
-    kernels' own."""
-    from fastmlp.kernels import activations, costs
-
-    assert network_module._ACTIVATION_CODES == activations.CODES
-    assert network_module._COST_CODES == costs.CODES
 
 
 def test_save_load_round_trip(tmp_path):

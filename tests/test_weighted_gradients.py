@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+import fastmlp
 from fastmlp import Network
 
 sk_nn = pytest.importorskip("sklearn.neural_network")
@@ -130,3 +131,27 @@ def test_per_weight_l2_training_steps_are_sklearns(backend):
     for W, b, cW, cb in zip(net.weights, net.biases, ref.coefs_, ref.intercepts_):
         np.testing.assert_allclose(W.T, cW, rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(b, cb, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_huge_and_tiny_sample_weights_are_scale_free(backend):
+    """The weighted mean depends only on the weights' ratios: uniform weights of 1e38 (whose
+    float32 sum overflows) or 1e-200 (which float32 rounds to 0) give the unweighted loss,
+    gradients and training."""
+    rng = np.random.default_rng(0)
+    X = rng.random((10, 64), dtype=np.float32)
+    y = rng.integers(0, 4, 10)
+    net = fastmlp.Network([64, 6, 4], seed=0, backend=backend)
+    plain = net.loss(X, y)
+    grads = net.gradients(X, y)
+    for w in (np.full(10, 1e38, np.float32), np.full(10, 1e-200)):
+        assert net.loss(X, y, sample_weight=w) == pytest.approx(plain, rel=1e-6)
+        for (a, b), (c, d) in zip(net.gradients(X, y, sample_weight=w), grads):
+            np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(b, d, rtol=1e-5, atol=1e-7)
+    fits = []
+    for w in (None, np.full(10, 1e37)):
+        fitted = fastmlp.Network([64, 6, 4], seed=0, backend=backend)
+        fitted.fit(X, y, epochs=3, batch_size=4, sample_weight=w, verbose=False)
+        fits.append(fitted._params)
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-6, atol=1e-7)

@@ -5,13 +5,11 @@ import math
 import numpy as np
 from numba import njit
 
-# Codes shared with fastmlp.network (names -> codes) and with every kernel.
-RELU, SIGMOID, TANH, IDENTITY, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
-CODES = {"relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "identity": IDENTITY,
-         "softmax": SOFTMAX, "exp": EXP}
+from .._layout import ACTIVATION_CODES as CODES  # noqa: F401  (names -> codes)
+from .._layout import EXP, IDENTITY, RELU, SIGMOID, SOFTMAX, TANH  # noqa: F401
 
 
-@njit(cache=True, error_model="numpy")  # divisions without per-element zero checks
+@njit(error_model="numpy")  # divisions without per-element zero checks
 def activate(code, Z):
     """Z <- f(Z), row by row."""
     rows, cols = Z.shape
@@ -46,7 +44,7 @@ def activate(code, Z):
                 Z[r, j] *= inv
 
 
-@njit(cache=True)
+@njit
 def activation_backward(code, A, G):
     """G <- ∂C/∂z given G = ∂C/∂a and the activation's output A (derivatives from a = f(z))."""
     rows, cols = A.shape
@@ -83,7 +81,7 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def dropout_uniform(key, step, layer, row, col):
     """A uniform [0, 1) number: splitmix64 of the counters (see reference.dropout_uniform)."""
     x = (np.uint64(key) + np.uint64(step) * _STEP + np.uint64(layer) * _LAYER
@@ -94,7 +92,7 @@ def dropout_uniform(key, step, layer, row, col):
     return float(x >> np.uint64(11)) * 2.0 ** -53
 
 
-@njit(cache=True)
+@njit
 def apply_dropout(A, p, key, step, layer, row0):
     """A <- A ⊙ mask: dropped units become 0, kept ones are scaled by 1 / (1 - p).
 
@@ -109,7 +107,7 @@ def apply_dropout(A, p, key, step, layer, row0):
                 A[r, j] = 0
 
 
-@njit(cache=True)
+@njit
 def dropout_backward(A, G, p, key, step, layer, row0):
     """Undo dropout before the activation's derivative: G <- G ⊙ mask, and A back to f(z)
     where the unit was kept (dropped units have G = 0, so their A does not matter)."""

@@ -1,56 +1,120 @@
-"""One part of a batch through the network: forward, output cost, backward to every gradient.
+"""One batch through the network: forward, output cost, backward to every gradient.
 
 The network is a layer table (:mod:`fastmlp._layout`): the loops here walk its rows and call the
-dense, convolution or pooling kernels for each. Layer outputs live in one flat workspace
-``ws.acts[t]`` (layer ``l`` from ``n · Σ_{k<l} width_k``, shape ``(n, width_l)``); pooling
-remembers its winners in ``ws.argmax[t]`` the same way.
+dense, convolution or pooling kernels for each, through :mod:`.threads`, which splits each
+layer's work between threads. Layer outputs live in one flat workspace ``ws.acts`` (layer
+``l`` from ``n · Σ_{k<l} width_k``, shape ``(n, width_l)``); pooling remembers its winners in
+``ws.argmax`` the same way.
 
 The first layer reads its samples ``X[rows]`` one of three ways:
 
 * from a CSR matrix given by the caller (``inp.use_csr``: scipy sparse input);
-* dense X that is sparse enough (MNIST pixels are ~80 % zeros): the part's rows are
+* dense X that is sparse enough (MNIST pixels are ~80 % zeros): the batch's rows are
   compressed into a CSR block in the workspace and multiplied skipping the zeros;
-* otherwise the dense rows, gathered into ``ws.xbuf[t]`` (or read in place when the rows are
+* otherwise the dense rows, gathered into ``ws.xbuf`` (or read in place when the rows are
   consecutive, as in prediction).
 
 Everything here is inlined into its caller (``inline="always"``, at numba's IR level): numba
 re-optimizes every compiled function it links into a caller, once per level of calls, so
-each level of separately compiled functions between the training loop and the kernels would
-cost another full optimization of all of them (cold start: the first run compiles).
+each level of separately compiled functions between the batch loop and the kernels would
+cost another optimization of all of them (cold start: the first run compiles).
 
 Dense layers with fewer than ``NARROW`` outputs (a 10-class output layer) use dot-product
 forms (``gemm_nt``): a sweep over so few outputs is too short for gemm to vectorize.
 """
 
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from .activations import activate, activation_backward, apply_dropout, dropout_backward
-from .conv import conv_backward, conv_forward, maxpool_backward, maxpool_forward
+from .conv import maxpool_backward, maxpool_forward
 from .costs import output_delta
 from .dense import (column_sums, csr_rows_transposed, dense_to_csr, fill_rows, gather_rows,
-                    gemm, gemm_nt, scaled_copy, spmm, transpose)
+                    scaled_copy)
+from .threads import (convolve, convolve_backward, matmul, matmul_nt, sparse_matmul,
+                      transposed)
 from .._layout import (ACT, CONV, DENSE, IN_C, IN_H, IN_W, KH, KIND, KW, OUT_C, OUT_H, OUT_W,
                      PARAM, POOL)
 
 NARROW = 16
 
 
-@njit(cache=True, inline="always")
+# --- compile what is used ------------------------------------------------------------------
+# A network without convolutions (pooling) has ``ws.conv`` (``ws.argmax``) set to None; these
+# calls then compile to nothing, so an MLP never waits for the convolution code to compile.
+# (numba types each call for the workspace it gets: the choice is made at compile time.)
+
+
+def _has(ws, field):
+    return not isinstance(ws.types[ws.fields.index(field)], types.NoneType)
+
+
+def conv_layer_forward(prev, W, b, row, Z, ws, threads):
+    """``Z <- conv(prev) + b`` (:func:`.threads.convolve`)."""
+
+
+def conv_layer_backward(prev, W, delta, row, dW, db, upstream, need_dX, ws, threads):
+    """The convolution's gradients (:func:`.threads.convolve_backward`)."""
+
+
+def pool_layer_forward(prev, row, Z, ws, table, layer, n):
+    """Max-pooling forward (:func:`.conv.maxpool_forward`), winners kept in ``ws.argmax``."""
+
+
+def pool_layer_backward(delta, row, upstream, ws, table, layer, n):
+    """Max-pooling backward (:func:`.conv.maxpool_backward`)."""
+
+
+@overload(conv_layer_forward)
+def _conv_layer_forward(prev, W, b, row, Z, ws, threads):
+    if not _has(ws, "conv"):
+        return lambda prev, W, b, row, Z, ws, threads: None
+    return lambda prev, W, b, row, Z, ws, threads: convolve(prev, W, b, row, Z, ws.conv,
+                                                            threads)
+
+
+@overload(conv_layer_backward)
+def _conv_layer_backward(prev, W, delta, row, dW, db, upstream, need_dX, ws, threads):
+    if not _has(ws, "conv"):
+        return lambda prev, W, delta, row, dW, db, upstream, need_dX, ws, threads: None
+
+    def impl(prev, W, delta, row, dW, db, upstream, need_dX, ws, threads):
+        convolve_backward(prev, W, delta, row, dW, db, upstream, need_dX, ws.conv, threads)
+    return impl
+
+
+@overload(pool_layer_forward)
+def _pool_layer_forward(prev, row, Z, ws, table, layer, n):
+    if not _has(ws, "argmax"):
+        return lambda prev, row, Z, ws, table, layer, n: None
+    return lambda prev, row, Z, ws, table, layer, n: maxpool_forward(
+        prev, row, Z, pool_winners(ws, table, layer, n))
+
+
+@overload(pool_layer_backward)
+def _pool_layer_backward(delta, row, upstream, ws, table, layer, n):
+    if not _has(ws, "argmax"):
+        return lambda delta, row, upstream, ws, table, layer, n: None
+    return lambda delta, row, upstream, ws, table, layer, n: maxpool_backward(
+        delta, pool_winners(ws, table, layer, n), row, upstream)
+
+
+@njit(inline="always")
 def view2d(buffer, start, rows, cols):
     return buffer[start:start + rows * cols].reshape((rows, cols))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def out_width(row):
     return row[OUT_C] * row[OUT_H] * row[OUT_W]
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def in_width(row):
     return row[IN_C] * row[IN_H] * row[IN_W]
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def layer_params(params, row):
     """Views ``(W2d, b)`` of one layer inside the flat parameter (or gradient) vector:
     dense ``Wt (n_in, n_out)``, conv ``W (F, C·kh·kw)``."""
@@ -63,33 +127,33 @@ def layer_params(params, row):
     return params[start:mid].reshape((rows, cols)), params[mid:mid + row[OUT_C]]
 
 
-@njit(cache=True, inline="always")
-def layer_output(ws, t, table, layer, n):
-    """Layer ``layer``'s output ``(n, width)`` inside part ``t``'s workspace."""
+@njit(inline="always")
+def layer_output(ws, table, layer, n):
+    """Layer ``layer``'s output ``(n, width)`` inside the workspace."""
     start = 0
     for k in range(layer):
         start += n * out_width(table[k])
-    return view2d(ws.acts[t], start, n, out_width(table[layer]))
+    return view2d(ws.acts, start, n, out_width(table[layer]))
 
 
-@njit(cache=True, inline="always")
-def pool_winners(ws, t, table, layer, n):
+@njit(inline="always")
+def pool_winners(ws, table, layer, n):
     """Pooling layer ``layer``'s remembered winners ``(n, width)`` (int32)."""
     start = 0
     for k in range(layer):
         if table[k, KIND] == POOL:
             start += n * out_width(table[k])
-    return view2d(ws.argmax[t], start, n, out_width(table[layer]))
+    return view2d(ws.argmax, start, n, out_width(table[layer]))
 
 
-@njit(cache=True, inline="always")
-def first_input(inp, rows, contiguous, ws, t, table):
+@njit(inline="always")
+def first_input(inp, rows, contiguous, ws, table):
     """The first layer's dense input ``(n, n_in)`` and whether it goes in from CSR instead:
-    ``(x, sparse, csr_rows)``. Sparse dense rows are compressed into part ``t``'s CSR block
+    ``(x, sparse, csr_rows)``. Sparse dense rows are compressed into the workspace's CSR block
     (``csr_rows`` then indexes that block; for caller CSR it is ``rows`` itself)."""
     n = rows.size
     n_in = in_width(table[0])
-    x = view2d(ws.xbuf[t], 0, n, n_in)
+    x = view2d(ws.xbuf, 0, n, n_in)
     if inp.use_csr:
         return x, True, rows
     if contiguous:
@@ -106,73 +170,72 @@ def first_input(inp, rows, contiguous, ws, t, table):
     if nonzeros >= inp.sparse_below * n * n_in:
         return x, False, rows
     block = ws.ident[:n]
-    dense_to_csr(x, block, ws.csr_indptr[t], ws.csr_indices[t], ws.csr_data[t])
+    dense_to_csr(x, block, ws.csr_indptr, ws.csr_indices, ws.csr_data)
     return x, True, block
 
 
-@njit(cache=True, inline="always")
-def first_csr(inp, sparse_from_block, ws, t):
+@njit(inline="always")
+def first_csr(inp, sparse_from_block, ws):
     """``(indptr, indices, data)`` the first layer's CSR rows come from."""
     if sparse_from_block:
-        return ws.csr_indptr[t], ws.csr_indices[t], ws.csr_data[t]
+        return ws.csr_indptr, ws.csr_indices, ws.csr_data
     return inp.indptr, inp.indices, inp.data
 
 
-@njit(cache=True, inline="always")
-def forward(params, table, inp, rows, contiguous, ws, t, dropout, key, step, row0):
-    """Every layer's output for ``X[rows]`` into part ``t``'s workspace; the last layer is left
+@njit(inline="always")
+def forward(params, table, inp, rows, contiguous, ws, dropout, key, step, threads):
+    """Every layer's output for ``X[rows]`` into the workspace; the last layer is left
     *before* its activation so that the cost can fuse it (softmax + cross-entropy). Returns
     that last view and whether the first layer went in from CSR (see :func:`first_input`).
 
     With ``dropout > 0`` hidden layers with parameters get the dropout mask of
-    ``(key, step)``; ``rows`` are rows ``row0 ..`` of the batch."""
+    ``(key, step)``. Each layer's work is split between ``threads`` (:mod:`.threads`)."""
     n = rows.size
     n_layers = table.shape[0]
-    x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, t, table)
-    indptr, indices, data = first_csr(inp, sparse and not inp.use_csr, ws, t)
+    x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, table)
+    indptr, indices, data = first_csr(inp, sparse and not inp.use_csr, ws)
     prev = x
     for layer in range(n_layers):
         row = table[layer]
         kind = row[KIND]
-        Z = layer_output(ws, t, table, layer, n)
+        Z = layer_output(ws, table, layer, n)
         if kind == DENSE:
             Wt, b = layer_params(params, row)
             fill_rows(Z, b)
             if layer == 0 and sparse:
-                spmm(indptr, indices, data, csr_rows, Wt, Z)
+                sparse_matmul(indptr, indices, data, csr_rows, Wt, Z, threads)
             elif row[OUT_C] < NARROW:
-                W = view2d(ws.scratch[t], 0, row[OUT_C], in_width(row))
-                transpose(Wt, W)
-                gemm_nt(prev, W, Z)
+                W = view2d(ws.scratch, 0, row[OUT_C], in_width(row))
+                transposed(Wt, W, threads)
+                matmul_nt(prev, W, Z, threads)
             else:
-                gemm(prev, Wt, Z)
+                matmul(prev, Wt, Z, threads)
         elif kind == CONV:
             W, b = layer_params(params, row)
-            conv_forward(prev, W, b, row, Z, ws.conv[t])
+            conv_layer_forward(prev, W, b, row, Z, ws, threads)
         else:
-            maxpool_forward(prev, row, Z, pool_winners(ws, t, table, layer, n))
+            pool_layer_forward(prev, row, Z, ws, table, layer, n)
         if layer < n_layers - 1 and kind != POOL:
             activate(row[ACT], Z)
             if dropout > 0:
-                apply_dropout(Z, dropout, key, step, layer, row0)
+                apply_dropout(Z, dropout, key, step, layer, 0)
         prev = Z
     return prev, sparse
 
 
-@njit(cache=True, inline="always")
-def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, ws, t, grads,
-              dropout, key, step, row0):
+@njit(inline="always")
+def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, ws, grads,
+              dropout, key, step, threads):
     """Fill ``grads`` (flat, parameter layout) with ∂C/∂θ + l2 θ of the cost of ``X[rows]``
-    *divided by weight_sum*: a batch of weight sum ``weight_sum`` (its size, without sample
-    weights) split into parts adds up to its mean cost. ``w_batch`` holds the rows' sample
-    weights, or nothing.
+    *divided by weight_sum* (the batch's size, without sample weights: its mean cost).
+    ``w_batch`` holds the rows' sample weights, or nothing.
 
     Returns the summed (weighted) data cost of these rows."""
     n = rows.size
     n_layers = table.shape[0]
-    out, sparse = forward(params, table, inp, rows, False, ws, t, dropout, key, step, row0)
+    out, sparse = forward(params, table, inp, rows, False, ws, dropout, key, step, threads)
     last = table[n_layers - 1]
-    delta = view2d(ws.delta_a[t], 0, n, out_width(last))
+    delta = view2d(ws.delta_a, 0, n, out_width(last))
     total = output_delta(cost, last[ACT], out, Y_batch, w_batch, weight_sum, delta)
     spare_is_b = True  # δ sits in delta_a; the next one goes to the other buffer
     for layer in range(n_layers - 1, -1, -1):
@@ -180,11 +243,11 @@ def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, 
         kind = row[KIND]
         n_in = in_width(row)
         if layer > 0:
-            prev = layer_output(ws, t, table, layer - 1, n)
-            upstream = view2d(ws.delta_b[t] if spare_is_b else ws.delta_a[t], 0, n, n_in)
+            prev = layer_output(ws, table, layer - 1, n)
+            upstream = view2d(ws.delta_b if spare_is_b else ws.delta_a, 0, n, n_in)
         else:
-            prev = view2d(ws.xbuf[t], 0, n, n_in)
-            upstream = view2d(ws.delta_b[t], 0, 0, n_in)  # the input needs no gradient
+            prev = view2d(ws.xbuf, 0, n, n_in)
+            upstream = view2d(ws.delta_b, 0, 0, n_in)  # the input needs no gradient
         if kind == DENSE:
             Wt, _ = layer_params(params, row)
             dWt, db = layer_params(grads, row)
@@ -192,60 +255,59 @@ def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, 
             # dWt = Aᵀ δ + l2 Wt, A being the layer's input.
             scaled_copy(dWt, Wt, l2)
             if layer == 0 and sparse:
-                indptr, indices, data = first_csr(inp, not inp.use_csr, ws, t)
+                indptr, indices, data = first_csr(inp, not inp.use_csr, ws)
                 csr_rows = rows if inp.use_csr else ws.ident[:n]
-                csr_rows_transposed(indptr, indices, data, csr_rows, n_in, ws.sp_indptr[t],
-                                    ws.sp_indices[t], ws.sp_data[t])
-                spmm(ws.sp_indptr[t], ws.sp_indices[t], ws.sp_data[t], ws.ident[:n_in], delta,
-                     dWt)
+                csr_rows_transposed(indptr, indices, data, csr_rows, n_in, ws.sp_indptr,
+                                    ws.sp_indices, ws.sp_data)
+                sparse_matmul(ws.sp_indptr, ws.sp_indices, ws.sp_data, ws.ident[:n_in], delta,
+                              dWt, threads)
             else:
-                prev_t = view2d(ws.scratch[t], 0, n_in, n)
-                transpose(prev, prev_t)
+                prev_t = view2d(ws.scratch, 0, n_in, n)
+                transposed(prev, prev_t, threads)
                 if n_out < NARROW:
-                    delta_t = view2d(ws.scratch[t], n_in * n, n_out, n)
-                    transpose(delta, delta_t)
-                    gemm_nt(prev_t, delta_t, dWt)
+                    delta_t = view2d(ws.scratch, n_in * n, n_out, n)
+                    transposed(delta, delta_t, threads)
+                    matmul_nt(prev_t, delta_t, dWt, threads)
                 else:
-                    gemm(prev_t, delta, dWt)
+                    matmul(prev_t, delta, dWt, threads)
             column_sums(delta, db)
             if layer > 0:
                 # The layer below's ∂C/∂a = δ W, with W = Wtᵀ laid out in scratch.
-                W = view2d(ws.scratch[t], 0, n_out, n_in)
-                transpose(Wt, W)
+                W = view2d(ws.scratch, 0, n_out, n_in)
+                transposed(Wt, W, threads)
                 upstream[:] = 0
-                gemm(delta, W, upstream)
+                matmul(delta, W, upstream, threads)
         elif kind == CONV:
             W, _ = layer_params(params, row)
             dW, db = layer_params(grads, row)
             scaled_copy(dW, W, l2)
             db[:] = 0
-            conv_backward(prev, W, delta, row, dW, db, upstream, layer > 0, ws.conv[t])
+            conv_layer_backward(prev, W, delta, row, dW, db, upstream, layer > 0, ws, threads)
         elif layer > 0:  # (pooling the input itself: nothing below needs a gradient)
-            maxpool_backward(delta, pool_winners(ws, t, table, layer, n), row, upstream)
+            pool_layer_backward(delta, row, upstream, ws, table, layer, n)
         if layer == 0:
             break
         below = table[layer - 1]
         if below[KIND] != POOL:
             # δ of the layer below: its ∂C/∂a through dropout's mask and f'(a).
             if dropout > 0:
-                dropout_backward(prev, upstream, dropout, key, step, layer - 1, row0)
+                dropout_backward(prev, upstream, dropout, key, step, layer - 1, 0)
             activation_backward(below[ACT], prev, upstream)
         spare_is_b = not spare_is_b
         delta = upstream
     return total
 
 
-@njit(cache=True, inline="always")
-def infer(params, table, cost, inp, rows, Y_batch, w_batch, ws, t):
-    """ŷ for ``X[rows]`` (consecutive rows) in part ``t``'s workspace; with targets
-    (``Y_batch`` non-empty) also returns their summed data cost (weighted by ``w_batch`` when
-    that is not empty), else 0. Returns ``(ŷ view, cost)``."""
+@njit(inline="always")
+def infer(params, table, cost, inp, rows, Y_batch, w_batch, ws, threads):
+    """ŷ for ``X[rows]`` (consecutive rows) in the workspace; with targets (``Y_batch``
+    non-empty) also returns their summed data cost (weighted by ``w_batch`` when that is not
+    empty), else 0. Returns ``(ŷ view, cost)``."""
     n = rows.size
-    out, _ = forward(params, table, inp, rows, True, ws, t, 0.0, 0, 0, 0)
+    out, _ = forward(params, table, inp, rows, True, ws, 0.0, 0, 0, threads)
     last = table[table.shape[0] - 1]
     if Y_batch.shape[0] == 0:
         activate(last[ACT], out)
         return out, 0.0
-    delta = view2d(ws.delta_a[t], 0, n, out_width(last))
+    delta = view2d(ws.delta_a, 0, n, out_width(last))
     return out, output_delta(cost, last[ACT], out, Y_batch, w_batch, n, delta)
-

@@ -18,8 +18,9 @@ images, one thread, AVX-512 Xeon) im2col + gemm's forward ran at ~90 GFLOP/s, di
 over 4 filters x one output row at 4 GFLOP/s (14-pixel rows do not fill a vector) and over a
 padded "wide" row grid at 22 GFLOP/s. im2col itself costs ~20 % of the forward pass.
 
-Every kernel is serial and allocates nothing: training splits a batch across threads one level
-up, and ``work`` (:func:`conv_work_size` floats) is allocated once per ``fit``.
+Every kernel is serial and allocates nothing: :mod:`.threads` splits the images (forward,
+input gradient) or the filters (weight gradient) between threads, each with its own ``work``
+(:func:`conv_work_size` floats, allocated once per ``fit``).
 """
 
 from numba import njit, uint64
@@ -37,7 +38,7 @@ FAST = {"reassoc", "contract", "nsz"}
 GROUP = 2
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _valid(o_count, stride, shift, size):
     """``[lo, hi)``: the outputs ``o`` whose input ``o·stride + shift`` lies in ``[0, size)``."""
     lo = 0
@@ -49,7 +50,7 @@ def _valid(o_count, stride, shift, size):
     return min(lo, o_count), max(min(hi, o_count), min(lo, o_count))
 
 
-@njit(cache=True)
+@njit
 def im2col(X, i0, g, row, cols):
     """``cols[(c·kh + u)·kw + v, k·OH·OW + i·OW + j] <- Xp[i0 + k, c, i·s + u, j·s + v]``
     for the ``g`` images from ``i0`` (``Xp``: zero-padded), any stride, element by element:
@@ -94,7 +95,7 @@ def im2col(X, i0, g, row, cols):
 SLACK = 16
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _copy16(src, a, dst, b):
     """``dst[b:b+16] <- src[a:a+16]``. All loads come before all stores, and the indices are
     unsigned (no negative-index wraparound), so LLVM may fuse them into one vector move even
@@ -113,7 +114,7 @@ def _copy16(src, a, dst, b):
     dst[b + uint64(14)], dst[b + uint64(15)] = t14, t15
 
 
-@njit(cache=True)
+@njit
 def _pad_images(X, i0, g, C, H, W, ph, pw, xp):
     """``xp (g, C, H + 2ph, W + 2pw)`` (flat) <- the ``g`` images of ``X`` from ``i0``, padded."""
     Hp, Wp = H + 2 * ph, W + 2 * pw
@@ -129,7 +130,7 @@ def _pad_images(X, i0, g, C, H, W, ph, pw, xp):
                     xp[dst + j] = x[src + j]
 
 
-@njit(cache=True)
+@njit
 def _im2col_s1(xp, g, C, Hp, Wp, kh, kw, cols):
     """Stride-1 im2col from padded images: ``cols (C·kh·kw, g·OH·OW)`` (flat, SLACK after)."""
     OH, OW = Hp - kh + 1, Wp - kw + 1
@@ -148,7 +149,7 @@ def _im2col_s1(xp, g, C, Hp, Wp, kh, kw, cols):
                         src += uint64(Wp)
 
 
-@njit(cache=True)
+@njit
 def _pad_hwc(X, i0, g, C, H, W, p, xh):
     """``xh (g, H + 2p, W + 2p, C)`` (flat, channels last) <- the ``g`` images from ``i0``,
     zero-padded: a window row ``xh[k, y, x:x+kw, :]`` is then one contiguous run."""
@@ -165,7 +166,7 @@ def _pad_hwc(X, i0, g, C, H, W, p, xh):
                     xh[dst + j * C] = x[src + j]
 
 
-@njit(cache=True)
+@njit
 def _im2col_hwc_t(xh, g, C, Hp, Wp, kh, kw, s, OH, OW, cols_t):
     """``cols_t[k·OH·OW + i·OW + j, (u·kw + v)·C + c] <- xh[k, i·s + u, j·s + v, c]`` (flat,
     SLACK after): one row per output pixel, ``kh`` contiguous runs of ``kw·C`` floats each."""
@@ -187,7 +188,7 @@ def _im2col_hwc_t(xh, g, C, Hp, Wp, kh, kw, s, OH, OW, cols_t):
                 r += 1
 
 
-@njit(cache=True)
+@njit
 def _col2im_hwc(P, g, C, Hp, Wp, kh, kw, s, OH, OW, xh):
     """``xh[k, i·s + u, j·s + v, c] += P[k·OH·OW + i·OW + j, (u·kw + v)·C + c]``: the adjoint of
     :func:`_im2col_hwc_t`, into padded channels-last images (zeroed by the caller)."""
@@ -206,7 +207,7 @@ def _col2im_hwc(P, g, C, Hp, Wp, kh, kw, s, OH, OW, xh):
                 r += 1
 
 
-@njit(cache=True)
+@njit
 def _unpad_hwc(xh, i0, g, C, H, W, p, dX):
     """``dX[i0 + k] <- xh[k]`` without its padding, back in ``(C, H, W)`` order."""
     Hp, Wp = H + 2 * p, W + 2 * p
@@ -220,7 +221,7 @@ def _unpad_hwc(xh, i0, g, C, H, W, p, dX):
                     x[dst + j] = xh[src + j * C]
 
 
-@njit(cache=True)
+@njit
 def _sections(row, G):
     """Offsets in ``work``: the (permuted) kernel and its gradient come first, then cols
     (forward), colsᵀ (∂C/∂W) or their product with δ (∂C/∂X); the padded images; the group's
@@ -234,13 +235,13 @@ def _sections(row, G):
     return cols_at, xp_at, d_at, d_at + F * G * OH * OW
 
 
-@njit(cache=True)
 def conv_work_size(row, n):
-    """Floats of ``work`` that a convolution layer needs for a part of ``n`` samples."""
-    return _sections(row, min(n, GROUP))[3]
+    """Floats of ``work`` that a convolution layer needs for ``n`` samples (one thread's
+    share): plain Python (the layout function run uncompiled), for sizing workspaces."""
+    return _sections.py_func(row, min(n, GROUP))[3]
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(fastmath=FAST)
 def conv_forward(X, W, b, row, Z, work):
     """``Z <- conv(X) + b`` (overwrite) for a batch of flat rows.
 
@@ -278,20 +279,62 @@ def conv_forward(X, W, b, row, Z, work):
                     z[f * ohow + q] = o[k * ohow + q]
 
 
-@njit(cache=True, fastmath=FAST)
-def conv_backward(X, W, delta, row, dW, db, dX, need_dX, work):
-    """Gradients of :func:`conv_forward` given ``delta = ∂C/∂Z (n, F·OH·OW)``.
+@njit(fastmath=FAST)
+def conv_weight_gradient(X, delta, row, f_lo, f_hi, dW, db, work):
+    """Filters ``f_lo .. f_hi - 1`` of the weight gradient of :func:`conv_forward` given
+    ``delta = ∂C/∂Z (n, F·OH·OW)``: ``dW[f] (C·kh·kw) += Σ δ colsᵀ`` and ``db[f] += Σ δ``
+    (the caller has put the L2 term in ``dW`` and zeroed ``db``).
 
-    ``dW (F, C·kh·kw) += Σ δ colsᵀ`` and ``db (F,) += Σ δ`` accumulate (the caller has put
-    the L2 term in ``dW``); with ``need_dX``, ``dX (n, C·H·W) <- ∂C/∂X`` (overwrite), else
-    ``dX`` is not touched (the first layer passes a dummy).
-
-    Both products run channels-last, where every window row is one contiguous run of
-    ``kw·C`` floats: ``colsᵀ`` has one row per output pixel, ``∂C/∂W`` comes out with its
-    columns in ``(u, v, c)`` order (permuted back once per call), and ``∂C/∂cols = δᵀ W`` is
-    added back onto the padded images run by run.
+    The product runs channels-last, where every window row is one contiguous run of ``kw·C``
+    floats: ``colsᵀ`` has one row per output pixel, and ``∂C/∂W`` comes out with its columns
+    in ``(u, v, c)`` order (permuted back once per call). Each filter's sum runs over the
+    images in order, whichever filters a call takes.
     """
     n = X.shape[0]
+    C, H, W_ = row[IN_C], row[IN_H], row[IN_W]
+    OH, OW, kh, kw, p, s = row[OUT_H], row[OUT_W], row[KH], row[KW], row[PAD], row[STRIDE]
+    Hp, Wp = H + 2 * p, W_ + 2 * p
+    ckk = C * kh * kw
+    ohow = OH * OW
+    fc = f_hi - f_lo
+    G = min(n, GROUP)
+    cols_at, xp_at, d_at, _ = _sections(row, G)
+    for f in range(f_lo, f_hi):
+        acc = db[f]  # a local of db's dtype: the sum vectorizes (reassoc), in 16 partial sums
+        for i in range(n):
+            d = delta[i]
+            for q in range(f * ohow, (f + 1) * ohow):
+                acc += d[q]
+        db[f] = acc
+    dWp = work[:fc * ckk].reshape((fc, ckk))  # ∂C/∂W with columns in (u, v, c) order
+    dWp[:] = 0
+    for i0 in range(0, n, G):
+        g = min(G, n - i0)
+        width = g * ohow
+        dg = work[d_at:d_at + fc * width].reshape((fc, width))
+        for k in range(g):  # (g, F, OH·OW) -> (F, g·OH·OW)
+            d = delta[i0 + k]
+            for f in range(fc):
+                o = dg[f]
+                at = (f_lo + f) * ohow
+                for q in range(ohow):
+                    o[k * ohow + q] = d[at + q]
+        _pad_hwc(X, i0, g, C, H, W_, p, work[xp_at:])
+        _im2col_hwc_t(work[xp_at:], g, C, Hp, Wp, kh, kw, s, OH, OW, work[cols_at:])
+        cols_t = work[cols_at:cols_at + width * ckk].reshape((width, ckk))
+        gemm(dg, cols_t, dWp)
+    for f in range(fc):
+        for c in range(C):
+            for u in range(kh):
+                for v in range(kw):
+                    dW[f_lo + f, (c * kh + u) * kw + v] += dWp[f, (u * kw + v) * C + c]
+
+
+@njit(fastmath=FAST)
+def conv_input_gradient(W, delta, row, dX, work):
+    """``dX (n, C·H·W) <- ∂C/∂X`` (overwrite) of :func:`conv_forward` given ``delta``:
+    ``∂C/∂cols = δᵀ W`` channels-last, added back onto the padded images run by run."""
+    n = delta.shape[0]
     C, H, W_, F = row[IN_C], row[IN_H], row[IN_W], row[OUT_C]
     OH, OW, kh, kw, p, s = row[OUT_H], row[OUT_W], row[KH], row[KW], row[PAD], row[STRIDE]
     Hp, Wp = H + 2 * p, W_ + 2 * p
@@ -299,45 +342,22 @@ def conv_backward(X, W, delta, row, dW, db, dX, need_dX, work):
     ohow = OH * OW
     G = min(n, GROUP)
     cols_at, xp_at, d_at, _ = _sections(row, G)
+    Wp_ = work[F * ckk:2 * F * ckk].reshape((F, ckk))  # W with columns in (u, v, c) order
     for f in range(F):
-        acc = db[f]  # a local of db's dtype: the sum vectorizes (reassoc), in 16 partial sums
-        for i in range(n):
-            d = delta[i]
-            for q in range(f * ohow, (f + 1) * ohow):
-                acc += d[q]
-        db[f] = acc
-    dWp = work[:F * ckk].reshape((F, ckk))  # ∂C/∂W and W with columns in (u, v, c) order
-    dWp[:] = 0
-    Wp_ = work[F * ckk:2 * F * ckk].reshape((F, ckk))
-    if need_dX:
-        for f in range(F):
-            for c in range(C):
-                for u in range(kh):
-                    for v in range(kw):
-                        Wp_[f, (u * kw + v) * C + c] = W[f, (c * kh + u) * kw + v]
+        for c in range(C):
+            for u in range(kh):
+                for v in range(kw):
+                    Wp_[f, (u * kw + v) * C + c] = W[f, (c * kh + u) * kw + v]
     for i0 in range(0, n, G):
         g = min(G, n - i0)
         width = g * ohow
-        dg = work[d_at:d_at + F * width].reshape((F, width))
-        for k in range(g):  # (g, F, OH·OW) -> (F, g·OH·OW)
-            d = delta[i0 + k]
-            for f in range(F):
-                o = dg[f]
-                for q in range(ohow):
-                    o[k * ohow + q] = d[f * ohow + q]
-        _pad_hwc(X, i0, g, C, H, W_, p, work[xp_at:])
-        _im2col_hwc_t(work[xp_at:], g, C, Hp, Wp, kh, kw, s, OH, OW, work[cols_at:])
-        cols_t = work[cols_at:cols_at + width * ckk].reshape((width, ckk))
-        gemm(dg, cols_t, dWp)
-        if not need_dX:
-            continue
         dgt = work[d_at:d_at + width * F].reshape((width, F))
         for k in range(g):  # (g, F, OH·OW) -> (g·OH·OW, F)
             d = delta[i0 + k]
             for f in range(F):
                 for q in range(ohow):
                     dgt[k * ohow + q, f] = d[f * ohow + q]
-        dcols_t = cols_t
+        dcols_t = work[cols_at:cols_at + width * ckk].reshape((width, ckk))
         dcols_t[:] = 0
         gemm(dgt, Wp_, dcols_t)
         xh = work[xp_at:]
@@ -345,14 +365,9 @@ def conv_backward(X, W, delta, row, dW, db, dX, need_dX, work):
             xh[q] = 0
         _col2im_hwc(work[cols_at:], g, C, Hp, Wp, kh, kw, s, OH, OW, xh)
         _unpad_hwc(xh, i0, g, C, H, W_, p, dX)
-    for f in range(F):
-        for c in range(C):
-            for u in range(kh):
-                for v in range(kw):
-                    dW[f, (c * kh + u) * kw + v] += dWp[f, (u * kw + v) * C + c]
 
 
-@njit(cache=True)
+@njit
 def _maxpool2_forward(X, C, H, W, OH, OW, s, Z, argmax):
     """:func:`maxpool_forward` for 2 x 2 windows, unrolled: the generic window loops of two
     steps each cost three times as much (MNIST CNN shapes)."""
@@ -385,7 +400,7 @@ def _maxpool2_forward(X, C, H, W, OH, OW, s, Z, argmax):
                     o += 1
 
 
-@njit(cache=True)
+@njit
 def maxpool_forward(X, row, Z, argmax):
     """``Z[c, i, j] <- max`` of each window, ``argmax`` (int32) <- the winner's flat index
     into its sample's row. Ties: the first maximum in row-major window order (the reference's
@@ -416,7 +431,7 @@ def maxpool_forward(X, row, Z, argmax):
                     a[o] = where
 
 
-@njit(cache=True)
+@njit
 def maxpool_backward(delta, argmax, row, dX):
     """``dX <- 0``, then each output's δ added onto its winner (overlapping windows sum)."""
     for r in range(delta.shape[0]):

@@ -6,12 +6,11 @@ from numba import njit
 
 from .activations import EXP, SIGMOID, SOFTMAX, activate, activation_backward
 
-CROSS_ENTROPY, MSE, BINARY_CROSS_ENTROPY, POISSON = 0, 1, 2, 3
-CODES = {"cross_entropy": CROSS_ENTROPY, "mse": MSE,
-         "binary_cross_entropy": BINARY_CROSS_ENTROPY, "poisson": POISSON}
+from .._layout import BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MSE, POISSON  # noqa: F401
+from .._layout import COST_CODES as CODES  # noqa: F401  (names -> codes)
 
 
-@njit(cache=True)
+@njit
 def softmax_cross_entropy(Z, Y, w, inv_n, delta):
     """Softmax and cross-entropy fused: A <- softmax(Z) in place, δ = (A - Y)·w·inv_n.
 
@@ -41,13 +40,13 @@ def softmax_cross_entropy(Z, Y, w, inv_n, delta):
     return total
 
 
-@njit(cache=True)
+@njit
 def softplus(x):
     """log(1 + eˣ), without overflow."""
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
-@njit(cache=True, error_model="numpy")  # divisions without per-element zero checks
+@njit(error_model="numpy")  # divisions without per-element zero checks
 def sigmoid_binary_cross_entropy(Z, Y, w, inv_n, delta):
     """Sigmoid and binary cross-entropy fused: A <- σ(Z) in place, δ = (A - Y)·w·inv_n.
 
@@ -67,7 +66,7 @@ def sigmoid_binary_cross_entropy(Z, Y, w, inv_n, delta):
     return total
 
 
-@njit(cache=True)
+@njit
 def exp_poisson(Z, Y, w, inv_n, delta):
     """Exponential output and half Poisson deviance fused: A <- exp(Z) in place,
     δ = (A - Y)·w·inv_n (the log link is the deviance's canonical link, so the chain rule
@@ -94,7 +93,7 @@ def exp_poisson(Z, Y, w, inv_n, delta):
     return total
 
 
-@njit(cache=True)
+@njit
 def output_delta(cost, code, Z, Y, w, n, delta):
     """Activate the output layer in place (Z becomes ŷ), fill δᴸ, return the summed cost.
 
@@ -122,7 +121,7 @@ def output_delta(cost, code, Z, Y, w, n, delta):
     return total / cols
 
 
-@njit(cache=True)
+@njit
 def count_correct(out, Y, threshold):
     """How many rows are classified right: the same argmax in ŷ and in the targets (ties:
     first index) or, with ``threshold`` (independent sigmoid outputs), every output on the

@@ -7,10 +7,10 @@
   through ``gemm_rows``.
 * ``spmm``: the same product with a sparse left factor in CSR form. MNIST pixels are ~80 %
   zeros, so the first layer's forward (rows: samples) and weight gradient (rows of Xᵀ: input
-  pixels) use a CSR copy of the data set made once per ``fit`` and skip the zeros outright.
+  pixels) compress each batch on the fly (``dense_to_csr``, ``csr_rows_transposed``) and skip
+  the zeros outright.
 
-All of them are serial: training splits each batch across threads one level up
-(``training.train_batches``), so a batch costs one fork-join, not one per product.
+All of them are serial: :mod:`.threads` splits each product's output rows between threads.
 """
 
 import llvmlite.binding as llvm
@@ -29,7 +29,7 @@ FAST = {"reassoc", "contract", "nsz"}
 SLAB = 128
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(fastmath=FAST)
 def spmm_rows(indptr, indices, data, rows, B, out):
     """spmm for operands the register form does not take (narrower than a register, rows with
     gaps): ``out[i] += Σ_p data[p] · B[indices[p]]`` over the stored entries of CSR row
@@ -67,14 +67,14 @@ def spmm_rows(indptr, indices, data, rows, B, out):
             p += 1
 
 
-@njit(cache=True)
+@njit
 def fill_rows(out, b):
     """Every row of ``out`` <- ``b`` (the bias, before spmm adds A Wt)."""
     for r in range(out.shape[0]):
         out[r] = b
 
 
-@njit(cache=True)
+@njit
 def scaled_copy(out, W, scale):
     """``out <- scale · W`` (the L2 term, before spmm adds Aᵀ δ)."""
     for k in range(W.shape[0]):
@@ -82,7 +82,7 @@ def scaled_copy(out, W, scale):
             out[k, j] = scale * W[k, j]
 
 
-@njit(cache=True)
+@njit
 def dense_to_csr(A, rows, indptr, indices, data):
     """CSR of ``A[rows]`` into preallocated arrays (``indptr`` has ``rows.size + 1`` slots)."""
     p = 0
@@ -97,7 +97,7 @@ def dense_to_csr(A, rows, indptr, indices, data):
         indptr[i + 1] = p
 
 
-@njit(cache=True)
+@njit
 def transpose(A, out):
     """``out <- Aᵀ`` (into a workspace), by blocks to stay within cache lines."""
     rows, cols = A.shape
@@ -108,13 +108,13 @@ def transpose(A, out):
                     out[c, r] = A[r, c]
 
 
-@njit(cache=True)
+@njit
 def gather_rows(X, rows, out):
     for i in range(rows.size):
         out[i] = X[rows[i]]
 
 
-@njit(cache=True)
+@njit
 def csr_rows_transposed(indptr, indices, data, rows, n_cols, t_indptr, t_indices, t_data):
     """CSR of ``X[rows]ᵀ`` for X in CSR form: a counting sort of the batch's entries by
     column, which keeps each column's rows in batch order."""
@@ -305,7 +305,7 @@ def _lanes(typingctx, like):
     return types.intp(like), codegen
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(fastmath=FAST)
 def gemm_rows(A, B, out):
     """``out += A B`` one output row at a time, eight inner indices per sweep over ``j``: the
     form for a single row (a one-sample prediction: a matrix-vector product that streams B
@@ -333,7 +333,7 @@ def gemm_rows(A, B, out):
             k += 1
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(fastmath=FAST)
 def gemm(A, B, out):
     """``out += A B`` for ``A (m, k)``, ``B (k, n)``, ``out (m, n)`` (float32 or float64; rows
     of ``B`` and ``out`` contiguous for the fast path, any strides otherwise).
@@ -376,7 +376,7 @@ def gemm(A, B, out):
                                  j0 - skip, k0)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(fastmath=FAST)
 def gemm_nt(A, Bt, out):
     """``out += A Btᵀ`` as dot products of rows: the shape for a narrow output (``n`` small,
     e.g. 10 classes), where gemm's sweep over ``j`` would be too short to vectorize."""
@@ -392,7 +392,7 @@ def gemm_nt(A, Bt, out):
             out[i, j] = s
 
 
-@njit(cache=True)
+@njit
 def column_sums(delta, out):
     rows, cols = delta.shape
     for j in range(cols):
@@ -402,7 +402,7 @@ def column_sums(delta, out):
             out[j] += delta[r, j]
 
 
-@njit(cache=True)
+@njit
 def to_csr(X):
     """``(indptr, indices, data)`` of a whole dense 2-D array, allocated to fit."""
     rows, cols = X.shape
@@ -504,7 +504,7 @@ _sparse_wide = _sparse_row_kernel(SPARSE_NV)
 _sparse_narrow = _sparse_row_kernel(1)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(fastmath=FAST)
 def spmm(indptr, indices, data, rows, B, out):
     """``out[i] += Σ_p data[p] · B[indices[p]]`` over the stored entries of CSR row ``rows[i]``.
 

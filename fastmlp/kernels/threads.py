@@ -1,0 +1,188 @@
+"""The threading policy: how each piece of a batch's work is split between threads.
+
+The batch loop (:mod:`.training`, :mod:`.inference`) is serial; the work *inside* each layer
+is split. Every split gives each thread its own slice of the *output* — rows of a product,
+filters of a convolution's weight gradient, images of its input gradient, a slice of the
+parameter vector for the optimizer step — and each output element is computed by one thread
+in the same order whatever the thread count. So a gradient is written once, in place (no
+per-thread copy of anything that grows with the parameters), and a seed gives the same bits
+at any thread count.
+
+Each split runs the serial kernel directly when one thread would do the whole of it (a
+one-sample prediction, a small layer): entering the thread pool costs microseconds, a
+10-class output layer's product less. Parts are at least ``MIN_ROWS`` rows (and, for gemm's
+register tiles, at least its ``MR`` rows, so that a part takes the same code path as the
+whole: the path decides the order of a sum).
+
+This is the only module that knows about threads: the kernels in :mod:`.dense`,
+:mod:`.conv` and :mod:`.training` take the buffers they work on.
+"""
+
+from numba import njit, prange
+
+from .conv import GROUP, conv_forward, conv_input_gradient, conv_weight_gradient
+from .dense import MR, gemm, gemm_nt, spmm, transpose
+from .optimizers import update
+
+# Rows of a product per thread, at least: below this a part's work is a few microseconds and
+# waking a thread costs about as much.
+MIN_ROWS = max(16, MR)
+# Parameters per thread in the optimizer step, at least.
+MIN_PARAMS = 16384
+
+
+@njit
+def parts_of(threads, size, least):
+    """How many of ``threads`` share ``size`` units of work, each taking at least ``least``.
+
+    (``threads`` comes from the caller, ``numba.get_num_threads()`` read in Python: read in
+    compiled code it would keep the code out of numba's cache.)"""
+    return max(1, min(threads, size // least))
+
+
+@njit(parallel=True)
+def _gemm_split(A, B, out, parts):
+    m = A.shape[0]
+    for t in prange(parts):
+        lo, hi = t * m // parts, (t + 1) * m // parts
+        gemm(A[lo:hi], B, out[lo:hi])
+
+
+@njit
+def matmul(A, B, out, threads):
+    """``out += A B`` (:func:`.dense.gemm`), rows of ``out`` split between threads."""
+    parts = parts_of(threads, A.shape[0], MIN_ROWS)
+    if parts == 1:
+        gemm(A, B, out)
+    else:
+        _gemm_split(A, B, out, parts)
+
+
+@njit(parallel=True)
+def _gemm_nt_split(A, Bt, out, parts):
+    m = A.shape[0]
+    for t in prange(parts):
+        lo, hi = t * m // parts, (t + 1) * m // parts
+        gemm_nt(A[lo:hi], Bt, out[lo:hi])
+
+
+@njit
+def matmul_nt(A, Bt, out, threads):
+    """``out += A Btᵀ`` (:func:`.dense.gemm_nt`), rows of ``out`` split between threads."""
+    parts = parts_of(threads, A.shape[0], MIN_ROWS)
+    if parts == 1:
+        gemm_nt(A, Bt, out)
+    else:
+        _gemm_nt_split(A, Bt, out, parts)
+
+
+@njit(parallel=True)
+def _spmm_split(indptr, indices, data, rows, B, out, parts):
+    m = rows.size
+    for t in prange(parts):
+        lo, hi = t * m // parts, (t + 1) * m // parts
+        spmm(indptr, indices, data, rows[lo:hi], B, out[lo:hi])
+
+
+@njit
+def sparse_matmul(indptr, indices, data, rows, B, out, threads):
+    """``out[i] += Σ_p data[p] · B[indices[p]]`` over CSR row ``rows[i]``
+    (:func:`.dense.spmm`), rows of ``out`` split between threads."""
+    parts = parts_of(threads, rows.size, MIN_ROWS)
+    if parts == 1:
+        spmm(indptr, indices, data, rows, B, out)
+    else:
+        _spmm_split(indptr, indices, data, rows, B, out, parts)
+
+
+@njit(parallel=True)
+def _transpose_split(A, out, parts):
+    m = A.shape[1]
+    for t in prange(parts):
+        lo, hi = t * m // parts, (t + 1) * m // parts
+        transpose(A[:, lo:hi], out[lo:hi])
+
+
+@njit
+def transposed(A, out, threads):
+    """``out <- Aᵀ``, rows of ``out`` split between threads (a copy: no sum, any split)."""
+    parts = parts_of(threads, A.shape[1], 4 * MIN_ROWS) if A.size >= 65536 else 1
+    if parts == 1:
+        transpose(A, out)
+    else:
+        _transpose_split(A, out, parts)
+
+
+@njit(parallel=True)
+def _conv_forward_split(X, W, b, row, Z, work, parts):
+    groups = (X.shape[0] + GROUP - 1) // GROUP
+    for t in prange(parts):
+        # Whole groups of images per thread: a group's product is one gemm.
+        lo = min(X.shape[0], t * groups // parts * GROUP)
+        hi = min(X.shape[0], (t + 1) * groups // parts * GROUP)
+        conv_forward(X[lo:hi], W, b, row, Z[lo:hi], work[t])
+
+
+@njit
+def convolve(X, W, b, row, Z, work, threads):
+    """:func:`.conv.conv_forward` with the images split between threads (``work``: one row
+    per thread)."""
+    parts = min(work.shape[0], parts_of(threads, (X.shape[0] + GROUP - 1) // GROUP, 1))
+    if parts == 1:
+        conv_forward(X, W, b, row, Z, work[0])
+    else:
+        _conv_forward_split(X, W, b, row, Z, work, parts)
+
+
+@njit(parallel=True)
+def _conv_weight_split(X, delta, row, dW, db, work, parts):
+    F = dW.shape[0]
+    for t in prange(parts):
+        conv_weight_gradient(X, delta, row, t * F // parts, (t + 1) * F // parts, dW, db,
+                             work[t])
+
+
+@njit(parallel=True)
+def _conv_input_split(W, delta, row, dX, work, parts):
+    groups = (delta.shape[0] + GROUP - 1) // GROUP
+    for t in prange(parts):
+        lo = min(delta.shape[0], t * groups // parts * GROUP)
+        hi = min(delta.shape[0], (t + 1) * groups // parts * GROUP)
+        conv_input_gradient(W, delta[lo:hi], row, dX[lo:hi], work[t])
+
+
+@njit
+def convolve_backward(X, W, delta, row, dW, db, dX, need_dX, work, threads):
+    """:func:`.conv.conv_weight_gradient` with the filters split between threads (each
+    filter's sum over the batch stays in one thread, in image order), then, with
+    ``need_dX``, :func:`.conv.conv_input_gradient` with the images split."""
+    F = dW.shape[0]
+    parts = min(work.shape[0], parts_of(threads, F, MR))
+    if parts == 1:
+        conv_weight_gradient(X, delta, row, 0, F, dW, db, work[0])
+    else:
+        _conv_weight_split(X, delta, row, dW, db, work, parts)
+    if not need_dX:
+        return
+    parts = min(work.shape[0], parts_of(threads, (delta.shape[0] + GROUP - 1) // GROUP, 1))
+    if parts == 1:
+        conv_input_gradient(W, delta, row, dX, work[0])
+    else:
+        _conv_input_split(W, delta, row, dX, work, parts)
+
+
+@njit(parallel=True)
+def _update_split(cfg, rate, params, grads, state1, state2, parts):
+    n = params.size
+    for t in prange(parts):
+        update(cfg, rate, params, grads, state1, state2, t * n // parts, (t + 1) * n // parts)
+
+
+@njit
+def optimizer_step(cfg, rate, params, grads, state1, state2, threads):
+    """:func:`.optimizers.update` over the whole parameter vector, sliced between threads."""
+    parts = parts_of(threads, params.size, MIN_PARAMS)
+    if parts == 1:
+        update(cfg, rate, params, grads, state1, state2, 0, params.size)
+    else:
+        _update_split(cfg, rate, params, grads, state1, state2, parts)
