@@ -2,10 +2,15 @@
 
 ``fastmlp bench`` (the parent, :mod:`fastmlp.bench`) starts one ``python -m
 fastmlp._bench_worker`` per (contender, thread count) and drives them over pipes, one JSON
-object per line. This module imports only the standard library and numpy at the top: a
-worker imports its own contender's library and nothing of the others' (a torch worker never
-loads numba or fastmlp's kernels, a fastmlp worker never loads torch), and it changes no
-environment variable — the parent gives each worker its environment.
+object per line. This module imports only the standard library, numpy and
+:mod:`fastmlp.layers` (numpy only, no numba) at the top: a worker imports its own
+contender's library and nothing of the others' (a torch, scikit-learn or onnxruntime worker
+never loads numba or fastmlp's kernels, a fastmlp worker never loads torch or onnxruntime),
+and it changes no environment variable — the parent gives each worker its environment.
+
+Contenders: ``numba`` and ``numpy`` (fastmlp's two backends), ``torch``, ``sklearn`` and
+``onnxruntime``, which is inference only (:class:`OnnxModel`: the fastmlp network exported
+to ONNX; it has no training).
 
 Protocol (stdin -> stdout, one line each way): the first line is the set-up
 ``{"contender", "threads", "data", "lr", "seed"}``; the worker imports its library, sets its
@@ -13,15 +18,19 @@ threads, loads the data and answers ``{"ok": true, "pid", "threads", "versions"}
 operations, each answered by one line:
 
 * ``{"op": "prepare", "config", "sizes", "batch_size"}``: build the model, train one warm-up
-  epoch on up to WARMUP_SAMPLES samples (numba compiles or loads its cache here; untimed).
-  ``sizes`` is a list of dense widths (an MLP, ``[784, 128, 10]``) or, for a CNN, a list
-  that also holds layer tokens in the CLI's ``--layers`` syntax,
-  ``[784, "conv16k5p2", "pool2", "conv32k5p2", "pool2", 128, 10]``: the 784 inputs are
-  then one ``(1, 28, 28)`` image (:data:`IMAGE`), reshaped inside every timed call.
+  epoch on up to WARMUP_SAMPLES samples (numba compiles or loads its cache here; untimed;
+  an inference-only contender instead checks its probabilities against fastmlp's on
+  CHECK_ROWS test rows), then predict once. ``sizes`` is a list of dense widths (an MLP,
+  ``[784, 128, 10]``) or, for a CNN, a list that also holds layer tokens in the CLI's
+  ``--layers`` syntax, ``[784, "conv16k5p2", "pool2", "conv32k5p2", "pool2", 128, 10]``:
+  the 784 inputs are then one ``(1, 28, 28)`` image (:data:`IMAGE`), reshaped inside every
+  timed call.
 * ``{"op": "epoch", "config"}`` -> ``{"seconds"}``: the wall time of the whole user call that
-  trains one epoch on all the data.
+  trains one epoch on all the data (an error for an inference-only contender).
 * ``{"op": "predict", "config", "rows", "calls"}`` -> ``{"seconds": [...]}``: the wall time of
   each whole ``predict_proba`` call on the first ``rows`` test rows.
+* ``{"op": "proba", "config", "rows"}`` -> ``{"proba": [[...], ...]}``: the probabilities
+  themselves, on the first ``rows`` test rows (for tests).
 * ``{"op": "sgemm"}`` -> ``{"gflops"}``; ``{"op": "info"}`` -> loaded modules, thread state;
   ``{"op": "sklearn_fit", "params"}`` -> ``{"seconds", "accuracy"}``; ``{"op": "quit"}``.
 
@@ -31,7 +40,6 @@ Errors are answered as ``{"error": text}`` and the worker goes on.
 import json
 import math
 import os
-import re
 import sys
 import time
 import traceback
@@ -39,18 +47,20 @@ import warnings
 
 import numpy as np
 
+from fastmlp import layers
+
 WARMUP_SAMPLES = 8192  # the untimed warm-up epoch runs on at most this many samples
 N_CLASSES = 10
 # Modules whose presence in a worker is reported, to show that contenders stay apart.
-WATCHED_MODULES = ("numba", "fastmlp.network", "torch", "sklearn")
+WATCHED_MODULES = ("numba", "fastmlp.network", "torch", "sklearn", "onnxruntime")
 IMAGE = (1, 28, 28)  # the shape of a CNN's 784 inputs (MNIST)
+CHECK_ROWS = 64  # test rows on which an inference-only contender is checked against fastmlp
 
 
 # --- architectures ------------------------------------------------------------------------------
-# A CNN arrives as tokens of fastmlp's --layers syntax (fastmlp.layers.parse). This module
-# reads them itself: the PyTorch worker must not import fastmlp.layers (it loads numba).
-_CONV = re.compile(r"conv(\d+)k(\d+)(?:s(\d+))?(?:p(\d+))?")
-_POOL = re.compile(r"pool(\d+)(?:s(\d+))?")
+# A CNN arrives as tokens of fastmlp's --layers syntax; fastmlp.layers reads them (parse) and
+# works out every layer's shapes (plan). fastmlp.layers imports numpy and fastmlp._layout
+# only, never numba, so every worker may use it (tests/test_bench.py checks that).
 
 
 def is_cnn(sizes):
@@ -58,60 +68,30 @@ def is_cnn(sizes):
     return any(isinstance(s, str) for s in sizes)
 
 
-def architecture(sizes, image=IMAGE):
-    """The layers of ``sizes`` with their shapes, PyTorch's arithmetic (floored sizes)::
-
-        ("dense", n_in, n_out)
-        ("conv", (C, H, W), (F, OH, OW), (kernel, stride, padding))
-        ("pool", (C, H, W), (C, OH, OW), (size, stride))
-
-    A list of ints is an MLP; with tokens (``"conv16k5p2"``, ``"pool2"``; see the module
-    docstring) the first entry must be ``prod(image)`` and is read as one ``image``. Raises
-    ValueError naming the token that is malformed or does not fit."""
-    if not sizes or len(sizes) < 2:
+def network_specs(sizes, image=IMAGE):
+    """``sizes`` as the list ``fastmlp.Network`` takes: an MLP's ints unchanged; a CNN's
+    784 inputs as one ``image`` shape, then its tokens parsed by ``fastmlp.layers.parse``
+    (``[(1, 28, 28), Conv2D(16, 5, padding=2), MaxPool2D(2), ..., 128, 10]``). Raises
+    ValueError for a malformed token or a CNN whose input is not ``prod(image)``."""
+    sizes = list(sizes)
+    if len(sizes) < 2:
         raise ValueError(f"need an input and at least one layer, got {sizes!r}")
-    cnn = is_cnn(sizes)
     first = sizes[0]
-    if isinstance(first, str) or isinstance(first, bool):
+    if isinstance(first, (str, bool)):
         raise ValueError(f"the first entry is the input size, got {first!r}")
-    if cnn and first != math.prod(image):
+    if not is_cnn(sizes):
+        return sizes
+    if first != math.prod(image):
         raise ValueError(f"a CNN's input is one {'x'.join(map(str, image))} image: "
                          f"{math.prod(image)} inputs, got {first}")
-    shape = tuple(image) if cnn else (int(first), 1, 1)
-    spatial, out = cnn, []
-    for token in sizes[1:]:
-        if isinstance(token, str) and (_CONV.fullmatch(token) or _POOL.fullmatch(token)):
-            if not spatial:
-                raise ValueError(f"{token!r} comes after a dense layer: convolutions and "
-                                 "pooling must come first")
-            c, h, w = shape
-            m = _CONV.fullmatch(token)
-            if m:
-                f, k, st, p = (int(v) if v else d for v, d in zip(m.groups(), (0, 0, 1, 0)))
-                if min(f, k, st) < 1 or k > h + 2 * p or k > w + 2 * p:
-                    raise ValueError(f"{token!r} does not fit its {c}x{h}x{w} input")
-                new = (f, (h + 2 * p - k) // st + 1, (w + 2 * p - k) // st + 1)
-                out.append(("conv", shape, new, (k, st, p)))
-            else:
-                k, st = _POOL.fullmatch(token).groups()
-                k = int(k)
-                st = k if st is None else int(st)
-                if min(k, st) < 1 or k > h or k > w:
-                    raise ValueError(f"{token!r} does not fit its {c}x{h}x{w} input")
-                new = (c, (h - k) // st + 1, (w - k) // st + 1)
-                out.append(("pool", shape, new, (k, st)))
-            shape = new
-            continue
-        if isinstance(token, str) and token.isdigit():
-            token = int(token)
-        if isinstance(token, bool) or not isinstance(token, int) or token < 1:
-            raise ValueError(f"bad layer {token!r}: use convFkK[sS][pP] (e.g. conv16k5p2), "
-                             "poolK[sS] (e.g. pool2) or a positive dense width")
-        out.append(("dense", math.prod(shape), token))
-        shape, spatial = (token, 1, 1), False
-    if out[-1][0] != "dense":
-        raise ValueError(f"the last layer must be a dense width, got {sizes[-1]!r}")
-    return out
+    return [tuple(image)] + layers.parse(",".join(map(str, sizes[1:])))
+
+
+def architecture(sizes, image=IMAGE):
+    """The :class:`fastmlp.layers.Layer` records of ``sizes`` (``kind``, ``in_shape``,
+    ``out_shape``, ``spec``), every geometry checked by ``fastmlp.layers.plan``: the shapes
+    fastmlp, PyTorch and onnxruntime all run, and the FLOP count uses."""
+    return layers.plan(network_specs(sizes, image))
 
 
 # --- the contenders: each method is the whole call a user makes -------------------------------
@@ -121,15 +101,14 @@ class FastmlpModel:
     """``Network(sizes, backend).fit(X, y, epochs=1, ...)`` and ``predict_proba``: input
     checks, the CSR copy of X and the workspaces are part of every call, as for a user."""
 
+    trains = True
+
     def __init__(self, backend, sizes, batch_size, lr, seed):
         from fastmlp.network import Network
 
-        if is_cnn(sizes):  # [(1, 28, 28), Conv2D(...), MaxPool2D(...), ..., 128, 10]
-            from fastmlp.layers import parse
-
-            sizes = [IMAGE] + parse(",".join(map(str, sizes[1:])))
-        # X stays (n, 784): fit and predict_proba take flat rows in (C, H, W) order.
-        self.net = Network(sizes, backend=backend, seed=seed)
+        # [(1, 28, 28), Conv2D(...), MaxPool2D(...), ..., 128, 10] for a CNN; X stays
+        # (n, 784): fit and predict_proba take flat rows in (C, H, W) order.
+        self.net = Network(network_specs(sizes), backend=backend, seed=seed)
         self.batch_size, self.lr = batch_size, lr
 
     def train_epoch(self, X, y):
@@ -148,31 +127,34 @@ class TorchModel:
     A CNN is the exact equivalent of fastmlp's: ``Conv2d(C, F, k, stride, padding), ReLU``
     per conv, ``MaxPool2d(size, stride)`` per pool, ``Flatten`` before the first dense
     layer, then ``Linear, ReLU, ..., Linear``; the (n, 784) rows are viewed as (n, 1, 28,
-    28) inside every timed call (a view: no copy)."""
+    28) inside every timed call (a view: no copy). The layers and their shapes are
+    ``fastmlp.layers.plan``'s (:func:`architecture`)."""
+
+    trains = True
 
     def __init__(self, sizes, batch_size, lr, seed):
         import torch
         from torch import nn
 
         torch.manual_seed(seed)
-        layers, arch = [], architecture(sizes)
-        for k, (kind, n_in, n_out, *geometry) in enumerate(arch):
-            if kind == "conv":
-                size, stride, pad = geometry[0]
-                layers += [nn.Conv2d(n_in[0], n_out[0], size, stride=stride, padding=pad),
-                           nn.ReLU()]
-            elif kind == "pool":
-                size, stride = geometry[0]
-                layers.append(nn.MaxPool2d(size, stride=stride))
+        modules, plan = [], architecture(sizes)
+        for k, layer in enumerate(plan):
+            spec = layer.spec
+            if layer.kind == "conv":
+                modules += [nn.Conv2d(layer.in_shape[0], layer.out_shape[0], spec.kernel_size,
+                                      stride=spec.stride, padding=spec.padding),
+                            nn.ReLU()]
+            elif layer.kind == "pool":
+                modules.append(nn.MaxPool2d(spec.size, stride=spec.stride))
             else:
-                if k > 0 and arch[k - 1][0] != "dense":
-                    layers.append(nn.Flatten())  # (C, H, W) order, as fastmlp's
-                layers.append(nn.Linear(n_in, n_out))
-                if k < len(arch) - 1:
-                    layers.append(nn.ReLU())
+                if k > 0 and plan[k - 1].kind != "dense":
+                    modules.append(nn.Flatten())  # (C, H, W) order, as fastmlp's
+                modules.append(nn.Linear(layer.n_in, layer.n_out))
+                if k < len(plan) - 1:
+                    modules.append(nn.ReLU())
         self.image = IMAGE if is_cnn(sizes) else None
         self.torch = torch
-        self.model = nn.Sequential(*layers)
+        self.model = nn.Sequential(*modules)
         self.loss = nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.0)
         self.batch_size = batch_size
@@ -204,6 +186,8 @@ class SklearnModel:
     """MLPClassifier(solver="sgd", momentum=0, alpha=0, tol=0, shuffle=True); one epoch is one
     ``partial_fit`` (its input validation included; the optimizer state carries over)."""
 
+    trains = True
+
     def __init__(self, sizes, batch_size, lr, seed):
         from sklearn.neural_network import MLPClassifier
 
@@ -225,13 +209,77 @@ class SklearnModel:
         return self.model.predict_proba(X)
 
 
-def make_model(contender, sizes, batch_size, lr, seed=0):
+class OnnxModel:
+    """onnxruntime running the fastmlp network: inference only.
+
+    The network is ``Network(sizes, backend="numpy", seed=seed)`` — the same seed and
+    architecture, hence the same initial weights, as the fastmlp contenders' (the numpy
+    backend never loads numba) — exported in memory by ``fastmlp.export.onnx_model`` and
+    loaded with ``onnxruntime.InferenceSession(bytes, options, providers=[...])`` on the
+    ``CPUExecutionProvider``, ``options`` carrying the worker's thread count
+    (:func:`session_options`, made by :func:`set_threads`).
+    ``predict_proba`` is the whole call a user makes: ``session.run(None, {input: X})`` on the
+    float32 array, the probabilities out (a CNN's (n, 784) rows viewed as (n, 1, 28, 28)
+    first, as PyTorch's are: no copy). :meth:`check` compares it with the network's own
+    ``predict_proba``."""
+
+    trains = False
+    TOLERANCE = 1e-5  # largest difference allowed from fastmlp's probabilities
+
+    def __init__(self, sizes, seed, options=None):
+        import onnxruntime
+
+        from fastmlp.export import onnx_model
+        from fastmlp.network import Network
+
+        self.net = Network(network_specs(sizes), backend="numpy", seed=seed)
+        model = onnx_model(self.net, "float32").SerializeToString()
+        self.session = onnxruntime.InferenceSession(
+            model, options if options is not None else session_options(1),
+            providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.image = self.net.input_shape
+
+    def train_epoch(self, X, y):
+        raise ValueError("onnxruntime is an inference-only contender: it does not train")
+
+    def predict_proba(self, X):
+        if self.image is not None:
+            X = X.reshape(-1, *self.image)
+        return self.session.run(None, {self.input_name: X})[0]
+
+    def check(self, X):
+        """Raise ValueError unless onnxruntime's probabilities on ``X`` equal the fastmlp
+        network's (its numpy backend) to :data:`TOLERANCE`; returns the largest difference."""
+        ours = self.net.predict_proba(X)
+        theirs = self.predict_proba(np.ascontiguousarray(X, dtype=np.float32))
+        diff = float(np.max(np.abs(ours - theirs))) if ours.size else 0.0
+        if not diff <= self.TOLERANCE:
+            raise ValueError(f"onnxruntime's probabilities differ from fastmlp's by {diff:.3g}")
+        return diff
+
+
+def session_options(threads):
+    """onnxruntime's SessionOptions with ``threads`` intra- and inter-op threads (the rest as
+    onnxruntime's defaults: full graph optimization, sequential execution)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = threads
+    return options
+
+
+def make_model(contender, sizes, batch_size, lr, seed=0, threads=1):
     if contender in ("numba", "numpy"):
         return FastmlpModel(contender, sizes, batch_size, lr, seed)
     if contender == "torch":
         return TorchModel(sizes, batch_size, lr, seed)
     if contender == "sklearn":
         return SklearnModel(sizes, batch_size, lr, seed)
+    if contender == "onnxruntime":  # the options set_threads made (and thread_state reads)
+        options = getattr(set_threads, "onnxruntime", None) or session_options(threads)
+        return OnnxModel(sizes, seed, options)
     raise ValueError(f"unknown contender {contender!r}")
 
 
@@ -252,6 +300,9 @@ def set_threads(contender, n):
         import torch
 
         torch.set_num_threads(n)
+    elif contender == "onnxruntime":  # every session this worker makes gets these options
+        set_threads.onnxruntime = session_options(n)
+        applied["onnxruntime"] = "SessionOptions.intra_op_num_threads = inter_op_num_threads"
     try:
         from threadpoolctl import threadpool_limits
 
@@ -277,10 +328,19 @@ def thread_state(contender):
         import torch
 
         state["torch"] = torch.get_num_threads()
+    if contender == "onnxruntime":
+        options = getattr(set_threads, "onnxruntime", None)
+        if options is not None:
+            state["onnxruntime"] = options.intra_op_num_threads
+            state["onnxruntime_inter_op"] = options.inter_op_num_threads
     try:
         from threadpoolctl import threadpool_info
 
-        state["blas"] = sorted({lib["num_threads"] for lib in threadpool_info()})
+        info = threadpool_info()
+        state["blas"] = sorted({lib["num_threads"] for lib in info})
+        # the kernels OpenBLAS chose (or was told to use: OPENBLAS_CORETYPE)
+        state["blas_arch"] = sorted({str(lib.get("architecture")) for lib in info
+                                     if lib.get("internal_api") == "openblas"})
     except ImportError:
         pass
     return state
@@ -304,6 +364,14 @@ def versions(contender):
         import sklearn
 
         v["sklearn"] = sklearn.__version__
+    if contender == "onnxruntime":
+        import onnx
+        import onnxruntime
+
+        import fastmlp
+
+        v.update(fastmlp=fastmlp.__version__, onnxruntime=onnxruntime.__version__,
+                 onnx=onnx.__version__)
     return v
 
 
@@ -347,7 +415,7 @@ class Worker:
     """The state of one worker process: its data and one model per configuration."""
 
     def __init__(self, setup):
-        self.contender = setup["contender"]
+        self.contender, self.threads = setup["contender"], setup["threads"]
         self.lr, self.seed = setup["lr"], setup.get("seed", 0)
         # Import the contender's library first, then set its threads, then load the data.
         if self.contender in ("numba", "numpy"):
@@ -356,6 +424,11 @@ class Worker:
             import torch  # noqa: F401
         elif self.contender == "sklearn":
             import sklearn.neural_network  # noqa: F401
+        elif self.contender == "onnxruntime":  # and what builds the graph; no numba
+            import onnxruntime  # noqa: F401
+
+            import fastmlp.export  # noqa: F401
+            import fastmlp.network  # noqa: F401
         else:
             raise ValueError(f"unknown contender {self.contender!r}")
         self.applied = set_threads(self.contender, setup["threads"])
@@ -374,9 +447,12 @@ class Worker:
         if op == "prepare":
             if msg["config"] not in self.models:
                 model = make_model(self.contender, msg["sizes"], msg["batch_size"], self.lr,
-                                   self.seed)
+                                   self.seed, self.threads)
                 warm = min(self.X.shape[0], WARMUP_SAMPLES)
-                model.train_epoch(self.X[:warm], self.y[:warm])
+                if model.trains:
+                    model.train_epoch(self.X[:warm], self.y[:warm])
+                else:  # the same function as fastmlp's, checked on every run
+                    model.check(self.X_test[:CHECK_ROWS])
                 model.predict_proba(self.X_test[:1])
                 model.predict_proba(self.X_test[:warm])
                 self.models[msg["config"]] = model
@@ -396,6 +472,10 @@ class Worker:
                 model.predict_proba(X)
                 seconds.append(time.perf_counter() - started)
             return {"seconds": seconds}
+        if op == "proba":
+            model = self.models[msg["config"]]
+            X = np.ascontiguousarray(self.X_test[:msg["rows"]])
+            return {"proba": np.asarray(model.predict_proba(X), dtype=np.float64).tolist()}
         if op == "sgemm":
             return {"gflops": sgemm_gflops(**msg.get("kwargs", {}))}
         if op == "info":

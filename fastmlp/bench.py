@@ -1,5 +1,6 @@
-"""``fastmlp bench``: fastmlp against its numpy reference, PyTorch and scikit-learn on MNIST —
-one training epoch, ``predict_proba``, and start-up — measured fairly.
+"""``fastmlp bench``: fastmlp against its numpy reference, PyTorch, scikit-learn and (for
+inference) onnxruntime on MNIST — one training epoch, ``predict_proba``, and start-up —
+measured fairly.
 
 Fair means four things here:
 
@@ -8,17 +9,22 @@ Fair means four things here:
    included); PyTorch: a function that takes the numpy arrays and trains one epoch
    (``from_numpy``, a ``randperm`` order, forward / backward / step per batch); scikit-learn:
    ``partial_fit``. Predict: one ``predict_proba(X)`` call from numpy to numpy for each
-   (PyTorch: ``from_numpy``, a ``no_grad`` forward, softmax, ``.numpy()``).
+   (PyTorch: ``from_numpy``, a ``no_grad`` forward, softmax, ``.numpy()``; onnxruntime:
+   ``session.run(None, {"input": X})`` on the same network exported by
+   :func:`fastmlp.export.onnx_model` — inference only, it has no training rows).
 2. **Each library in its own process.** One worker process (``python -m
    fastmlp._bench_worker``) per contender and thread count, started with the same
    environment, cleared of thread settings (:data:`THREAD_ENV`); a worker imports only its own
-   library and sets only its own threads. The workers load the same data, warm up (numba
+   library and sets only its own threads (the numpy and scikit-learn workers also run
+   without :data:`OPENBLAS_TUNING_ENV`, so that OpenBLAS picks its kernels for this CPU, as
+   it would for a user). The workers load the same data, warm up (numba
    compiles or loads its cache, untimed), then this process drives them over pipes in
    alternation, A B C A B C ... (the first one rotating each round), so noise from the rest of
    the machine falls on all of them alike.
 3. **Every contender at every thread count** (``--threads``, default ``1,N`` with N the
    CPUs): numba's pool through ``fastmlp.set_num_threads``, PyTorch's through
-   ``torch.set_num_threads``, BLAS / OpenMP through threadpoolctl. All rows are shown; the
+   ``torch.set_num_threads``, onnxruntime's through its ``SessionOptions`` (intra- and
+   inter-op threads), BLAS / OpenMP through threadpoolctl. All rows are shown; the
    ratios compare fastmlp at its best thread count with each peer at *its* best.
 4. **The machine is named**: CPU model, core count, AVX2 / AVX-512, library versions.
 
@@ -62,13 +68,19 @@ CONFIGS = {
 }
 QUICK_CONFIGS = ["784-128-10 b64"]
 QUICK_SAMPLES = 4096
-CONTENDERS = ("numba", "numpy", "torch", "sklearn")
+CONTENDERS = ("numba", "numpy", "torch", "onnxruntime", "sklearn")
 FASTMLP = "numba"  # the contender the ratios are about
 LABELS = {
     "numba": "fastmlp (numba)",
     "numpy": "fastmlp (numpy ref)",
     "torch": "PyTorch CPU",
+    "onnxruntime": "onnxruntime CPU",
     "sklearn": "scikit-learn MLP",
+}
+# Contenders timed in predict only, and why (shown in the epoch table instead of a time).
+INFERENCE_ONLY = {
+    "onnxruntime": "inference only (the fastmlp network exported to ONNX): timed in "
+                   "predict_proba",
 }
 N_FEATURES, N_CLASSES = 784, 10
 PREDICT_ROWS = 10000  # rows of the throughput call (the MNIST test set)
@@ -85,6 +97,12 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_DYNAMIC", "OMP_PROC_BIN
               "MKL_NUM_THREADS", "MKL_DYNAMIC", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS",
               "NUMBA_THREADING_LAYER")
+# OpenBLAS settings that pin its kernels (and the cache size they block for) to a CPU model
+# instead of the one it detects. The numpy and scikit-learn contenders, whose time is
+# OpenBLAS's, run without them, as a user's numpy would; other processes keep them.
+OPENBLAS_TUNING_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# Removed from that contender's worker only, on top of THREAD_ENV.
+CONTENDER_ENV_REMOVED = {"numpy": OPENBLAS_TUNING_ENV, "sklearn": OPENBLAS_TUNING_ENV}
 
 
 # --- configuration parsing ------------------------------------------------------------------
@@ -127,7 +145,7 @@ def parse_config(text):
         raise ValueError(f"bad config {text!r}: MNIST needs {N_FEATURES} inputs and "
                          f"{N_CLASSES} outputs")
     try:
-        architecture(sizes)
+        architecture(sizes)  # fastmlp.layers checks every token and geometry
     except ValueError as e:
         raise ValueError(f"bad config {text!r}: {e}") from None
     return f"{arch_name(sizes)} b{batch}", sizes, batch
@@ -138,9 +156,19 @@ def arch_name(sizes):
     return CNN_NAME if list(sizes) == CNN_SIZES else "-".join(map(str, sizes))
 
 
-def skip_reason(contender, sizes):
-    """None when ``contender`` runs the architecture ``sizes``, else why it does not."""
-    return CNN_SKIPPED.get(contender) if is_cnn(sizes) else None
+def skip_reason(contender, sizes, training=True):
+    """None when ``contender`` runs the architecture ``sizes`` — trains it, or with
+    ``training=False`` predicts with it — else why it does not."""
+    if is_cnn(sizes) and contender in CNN_SKIPPED:
+        return CNN_SKIPPED[contender]
+    if training and contender in INFERENCE_ONLY:
+        return INFERENCE_ONLY[contender]
+    return None
+
+
+def trains(contender):
+    """False for the inference-only contenders (:data:`INFERENCE_ONLY`)."""
+    return contender not in INFERENCE_ONLY
 
 
 def _split_list(text):
@@ -174,12 +202,13 @@ def layer_macs(sizes):
     """Multiply-adds per image of each layer with weights, forward: ``in·out`` for a dense
     layer, ``F·C·kh·kw·OH·OW`` for a convolution (pooling has none)."""
     macs = []
-    for kind, n_in, n_out, *geometry in architecture(sizes):
-        if kind == "dense":
-            macs.append(n_in * n_out)
-        elif kind == "conv":
-            k = geometry[0][0]
-            macs.append(n_out[0] * n_in[0] * k * k * n_out[1] * n_out[2])
+    for layer in architecture(sizes):  # fastmlp.layers.Layer records
+        if layer.kind == "dense":
+            macs.append(layer.n_in * layer.n_out)
+        elif layer.kind == "conv":
+            kh, kw = layer.spec.kernel_size
+            f, oh, ow = layer.out_shape
+            macs.append(f * layer.in_shape[0] * kh * kw * oh * ow)
     return macs
 
 
@@ -271,6 +300,11 @@ def missing_reason(contender):
         return "not installed (pip install torch==2.13.0, or the [bench] extra)"
     if contender == "sklearn" and not _have("sklearn"):
         return "not installed (pip install scikit-learn, or the [bench] extra)"
+    if contender == "onnxruntime":
+        absent = [m for m in ("onnxruntime", "onnx") if not _have(m)]
+        if absent:  # onnx builds the graph (fastmlp.export), onnxruntime runs it
+            return (f"not installed ({' and '.join(absent)}; pip install onnx onnxruntime, "
+                    "or the [onnx] extra)")
     return None
 
 
@@ -281,10 +315,13 @@ class WorkerError(RuntimeError):
     """A worker failed to start, or answered an operation with an error."""
 
 
-def worker_env(extra=None):
-    """The environment every worker starts from: this one without :data:`THREAD_ENV`, with
-    this fastmlp first on PYTHONPATH (so the workers run the same code), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+def worker_env(extra=None, contender=None):
+    """The environment a worker starts from: this one without :data:`THREAD_ENV` (and,
+    for ``contender``, without its :data:`CONTENDER_ENV_REMOVED`), with this fastmlp first on
+    PYTHONPATH (so the workers run the same code), plus ``extra``. This process's own
+    environment is left as it is."""
+    removed = set(THREAD_ENV) | set(CONTENDER_ENV_REMOVED.get(contender, ()))
+    env = {k: v for k, v in os.environ.items() if k not in removed}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     env.update(extra or {})
@@ -302,7 +339,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastmlp._bench_worker"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._err, text=True, bufsize=1,
-            env=worker_env(extra_env))
+            env=worker_env(extra_env, contender))
         self._send({"contender": contender, "threads": threads, "data": data_path,
                     "lr": lr, "seed": seed})
         self.hello = None
@@ -390,17 +427,19 @@ def _row(w, **kw):
     return {"contender": w.contender, "threads": w.threads, "pid": w.hello["pid"], **kw}
 
 
-def running(workers, sizes):
-    """The workers whose contender runs the architecture ``sizes`` (:func:`skip_reason`)."""
-    return [w for w in workers if skip_reason(w.contender, sizes) is None]
+def running(workers, sizes, training=False):
+    """The workers whose contender runs the architecture ``sizes`` (:func:`skip_reason`):
+    predicts with it, or with ``training`` trains it."""
+    return [w for w in workers if skip_reason(w.contender, sizes, training) is None]
 
 
 def skipped(configs, contenders, key=lambda name, sizes: name):
-    """``{key(name, sizes): {contender: why}}`` for the configs some contenders skip."""
+    """``{key(name, sizes): {contender: why}}`` for the configs some contenders skip (the
+    inference-only contenders' lack of training is not a skip: :func:`inference_notes`)."""
     out = {}
     for name, sizes, _ in configs:
         for c in contenders:
-            why = skip_reason(c, sizes)
+            why = skip_reason(c, sizes, training=False)
             if why:
                 out.setdefault(key(name, sizes), {})[c] = why
     return out
@@ -408,7 +447,7 @@ def skipped(configs, contenders, key=lambda name, sizes: name):
 
 def prepare(workers, configs, log=None):
     """Build every config's model in every worker that runs it, and run its untimed warm-up
-    epoch."""
+    (an epoch; an inference-only contender checks its probabilities against fastmlp's)."""
     for name, sizes, batch in configs:
         for w in running(workers, sizes):
             w.ask("prepare", config=name, sizes=sizes, batch_size=batch)
@@ -417,14 +456,14 @@ def prepare(workers, configs, log=None):
 
 
 def time_epochs(workers, configs, rounds, log=None):
-    """Per config, ``rounds`` rounds of one whole epoch call in every worker that runs it
-    (:func:`running`), in rotation.
+    """Per config, ``rounds`` rounds of one whole epoch call in every worker that trains it
+    (:func:`running`; not the inference-only contenders), in rotation.
 
     Returns ``[{"config", "sizes", "batch_size", "contender", "threads", "pid",
     "seconds": [...]}, ...]``."""
     results = []
     for name, sizes, batch in configs:
-        chosen = running(workers, sizes)
+        chosen = running(workers, sizes, training=True)
         rows = {id(w): _row(w, config=name, sizes=sizes, batch_size=batch, seconds=[])
                 for w in chosen}
         results += rows.values()
@@ -666,6 +705,12 @@ def missing_notes(missing):
     return "\n".join(f"{LABELS[c]}: {why}" for c, why in missing.items())
 
 
+def inference_notes(contenders):
+    """One line per inference-only contender among ``contenders``: why it has no epoch."""
+    return "\n".join(f"{LABELS[c]}: {INFERENCE_ONLY[c]}" for c in contenders
+                     if c in INFERENCE_ONLY)
+
+
 def skip_notes(skip):
     """One line per contender that skipped configs: which, and why."""
     by = {}
@@ -676,7 +721,11 @@ def skip_notes(skip):
                      for (c, why), configs in by.items())
 
 
-def epoch_table(results, missing, skip=None):
+def epoch_table(results, missing, skip=None, inference=()):
+    """The epoch rows; then one row per contender in ``inference`` (inference only: "no
+    training") and per ``missing`` one, each a word or two in the time column (the reasons
+    go below the table: :func:`inference_notes`, :func:`missing_notes`)."""
+
     def make_row(r):
         if not r.get("seconds"):
             return None
@@ -685,6 +734,8 @@ def epoch_table(results, missing, skip=None):
                 f"{r['samples_per_s']:,.0f}", f"{r['gflops']:.1f}", _speedup(r)]
 
     rows = _with_skipped(results, skip, make_row, 8)
+    rows += [[LABELS[c], "", "", "no training", "", "", "", ""] for c in inference
+             if c not in missing]
     rows += [[LABELS[c], "", "", _absent(why), "", "", "", ""] for c, why in missing.items()]
     return format_table(["contender", "threads", "config", "s/epoch (median)", "min–max",
                          "samples/s", "GFLOP/s", "fastmlp best is"], rows, "lrlrrrrr")
@@ -787,9 +838,11 @@ def build_parser(prog="fastmlp bench"):
     p = argparse.ArgumentParser(
         prog=prog,
         description="Time one MNIST training epoch and predict_proba: fastmlp (numba and "
-                    "numpy backends) against PyTorch CPU and scikit-learn, each library in "
-                    "its own process at each thread count, timing the whole call a user "
-                    "makes, contenders alternating round by round; plus start-up time.")
+                    "numpy backends) against PyTorch CPU and scikit-learn, and, for "
+                    "predict_proba only, onnxruntime running the same network exported to "
+                    "ONNX; each library in its own process at each thread count, timing the "
+                    "whole call a user makes, contenders alternating round by round; plus "
+                    "start-up time.")
     p.add_argument("--configs", default=None,
                    help="comma-separated configs 'SIZES bBATCH' (or SIZES:BATCH), e.g. "
                         "'784-128-10 b64,784-512-256-10:128,cnn b128'; 'cnn' is the CNN "
@@ -798,7 +851,8 @@ def build_parser(prog="fastmlp bench"):
                         "'784-conv8k3-pool2-64-10 b128' (default: "
                         + ", ".join(CONFIGS) + ")")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
-                   help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all)")
+                   help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all; "
+                        "onnxruntime is timed in predict only)")
     p.add_argument("--rounds", type=_positive_int, default=None,
                    help="timed epochs per contender, thread count and config (default 5; 3 "
                         "with --quick)")
@@ -876,12 +930,21 @@ def main(argv=None, prog="fastmlp bench", parser=None):
               "worker_env_removed": [k for k in THREAD_ENV if k in os.environ]}
     missing = {c: missing_reason(c) for c in contenders if missing_reason(c)}
     runnable = [c for c in contenders if c not in missing]
+    report["worker_env_removed_for"] = {
+        c: [k for k in CONTENDER_ENV_REMOVED[c] if k in os.environ]
+        for c in runnable if c in CONTENDER_ENV_REMOVED}
     report["load_average"] = load_average()
     print(f"fastmlp bench: {n:,} training samples ({report['data']}), {rounds} round(s), "
           f"threads {','.join(map(str, threads))}, learning rate {args.learning_rate}")
     print(cpu_line(cpu))
     for line in load_lines(report["load_average"], cpu["cpus"] or 1):
         print(line)
+    unset = sorted({k for ks in report["worker_env_removed_for"].values() for k in ks})
+    if unset:
+        who = [LABELS[c] for c, ks in report["worker_env_removed_for"].items() if ks]
+        print(", ".join(f"{k}={os.environ[k]}" for k in unset) + " set here: unset in the "
+              + " and ".join(who) + " workers, so that OpenBLAS picks its kernels for this "
+              "CPU there")
 
     with tempfile.TemporaryDirectory(prefix="fastmlp-bench-") as tmp:
         data_path = write_data(tmp, X, y, X_test, y_test)
@@ -952,6 +1015,15 @@ def _run(args, report, workers, configs, rounds, contenders, missing, n, log):
     layers = {e["thread_state"].get("numba_threading_layer") for e in report["workers"]} - {None}
     if layers:
         print(f"numba threading layer: {', '.join(sorted(layers))}")
+    kernels = {}  # OpenBLAS's kernels (its "architecture") -> the contenders that loaded them
+    for e in report["workers"]:
+        for arch in e["thread_state"].get("blas_arch", []):
+            kernels.setdefault(arch, [])
+            if LABELS[e["contender"]] not in kernels[arch]:
+                kernels[arch].append(LABELS[e["contender"]])
+    if kernels and (len(kernels) > 1 or report["worker_env_removed_for"]):
+        print("OpenBLAS kernels: " + "; ".join(f"{arch} in {', '.join(who)}"
+                                                for arch, who in kernels.items()))
 
     if not args.quick:
         report["sgemm_gflops"] = {}
@@ -972,15 +1044,20 @@ def _run(args, report, workers, configs, rounds, contenders, missing, n, log):
     print("One training epoch: the whole fit(epochs=1) / train-one-epoch / partial_fit call, "
           "each library in its own process (* = that contender's best thread count; "
           "fastmlp best is = this time / fastmlp's best time, > 1: fastmlp is faster)")
-    print(epoch_table(epochs, missing, skip))
+    present = [c for c in contenders if c not in missing]  # no column of "-" for the absent
+    inference = [c for c in present if not trains(c)]
+    report["inference_only"] = {c: INFERENCE_ONLY[c] for c in inference}
+    print(epoch_table(epochs, missing, skip, inference))
     if skip:
         print(skip_notes(skip))
+    if inference:
+        print(inference_notes(inference))
     if missing:
         print(missing_notes(missing))
-    present = [c for c in contenders if c not in missing]  # no column of "-" for the absent
     print()
     print("fastmlp (numba) at its best thread count against each contender at its best:")
-    print(ratio_table(report["epoch_comparison"], present, "median", skip))
+    print(ratio_table(report["epoch_comparison"], [c for c in present if trains(c)], "median",
+                      skip))
     if report.get("sgemm_gflops"):
         print("reference: numpy float32 2048x2048 matmul: " + ", ".join(
             f"{g:.1f} GFLOP/s at {t} thread(s)" for t, g in report["sgemm_gflops"].items()))

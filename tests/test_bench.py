@@ -2,7 +2,12 @@
 options with argparse's exit status 2. Peers that are not installed are skipped in the run."""
 
 import json
+import os
+import platform
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from fastmlp import bench
@@ -12,8 +17,6 @@ TINY = ["--quick", "--rounds", "1", "--synthetic", "--samples", "512", "--thread
 
 def test_quick_run_prints_table_and_json(capsys, tmp_path):
     """Every contender at 1 and 2 threads, each in its own worker process."""
-    import os
-
     out_json = tmp_path / "bench.json"
     argv = TINY[:-1] + ["1,2", "--json", str(out_json)]
     assert bench.main(argv) == 0
@@ -28,29 +31,41 @@ def test_quick_run_prints_table_and_json(capsys, tmp_path):
     report = json.loads(out_json.read_text())
     assert set(report["cpu"]) >= {"model", "cpus", "avx2", "avx512"}
     assert report["threads"] == [1, 2]
-    runnable = [c for c in bench.CONTENDERS if not bench.missing_reason(c)]
-    for peer in ("torch", "sklearn"):
+    ran = [c for c in bench.CONTENDERS if not bench.missing_reason(c)]
+    runnable = [c for c in ran if bench.trains(c)]  # the contenders with epoch rows
+    for peer in ("torch", "sklearn", "onnxruntime"):
         assert bench.LABELS[peer] in out  # timed rows, or one that says it is not installed
         if bench.missing_reason(peer):
             assert "not installed" in out
     rows = {(r["contender"], r["threads"]): r for r in report["epochs"]}
     assert set(rows) == {(c, t) for c in runnable for t in (1, 2)}
     # Fairness: one process per (contender, threads), none of them this one.
-    pids = {r["pid"] for r in rows.values()}
-    assert len(pids) == len(rows) and os.getpid() not in pids
     workers = {(w["contender"], w["threads"]): w for w in report["workers"]}
-    assert {w["pid"] for w in workers.values()} == pids
+    assert set(workers) == {(c, t) for c in ran for t in (1, 2)}
+    pids = {w["pid"] for w in workers.values()}
+    assert len(pids) == len(workers) and os.getpid() not in pids
+    assert {r["pid"] for r in rows.values()} == {
+        w["pid"] for (c, _), w in workers.items() if bench.trains(c)}
     for (c, t), w in workers.items():
         # each library ran alone, with the thread count it was given
-        others = {"numba": ["torch", "sklearn"], "numpy": ["numba", "torch", "sklearn"],
-                  "torch": ["numba", "fastmlp.network", "sklearn"],
-                  "sklearn": ["numba", "fastmlp.network", "torch"]}[c]
+        others = {"numba": ["torch", "sklearn", "onnxruntime"],
+                  "numpy": ["numba", "torch", "sklearn", "onnxruntime"],
+                  "torch": ["numba", "fastmlp.network", "sklearn", "onnxruntime"],
+                  "sklearn": ["numba", "fastmlp.network", "torch", "onnxruntime"],
+                  "onnxruntime": ["numba", "torch", "sklearn"]}[c]
         assert not set(others) & set(w["modules"]), (c, w["modules"])
         assert not {k for k in w["env"] if k in bench.THREAD_ENV}, w["env"]
+        # numpy and scikit-learn run without OpenBLAS's CPU override; the others keep it
+        for k in bench.OPENBLAS_TUNING_ENV:
+            assert w["env"].get(k) == (None if c in ("numpy", "sklearn")
+                                       else os.environ.get(k)), (c, k, w["env"])
         if c == "numba":
             assert w["thread_state"]["numba"] == t
         if c == "torch":
             assert w["thread_state"]["torch"] == t
+        if c == "onnxruntime":
+            assert w["thread_state"]["onnxruntime"] == t
+            assert w["thread_state"]["onnxruntime_inter_op"] == t
         if "blas" in w["thread_state"]:
             assert w["thread_state"]["blas"] == [t]
     numba = rows[("numba", 1)]
@@ -66,8 +81,28 @@ def test_quick_run_prints_table_and_json(capsys, tmp_path):
         assert comparison[c]["fastmlp_speedup"] == pytest.approx(theirs / ours)
         assert sum(rows[(c, t)]["best"] for t in (1, 2)) == 1
     predict = {(r["contender"], r["threads"]): r for r in report["predict"]}
-    assert set(predict) == set(rows)
+    assert set(predict) == {(c, t) for c in ran for t in (1, 2)}
     assert all(r["latency"] > 0 and r["batch_median"] > 0 for r in predict.values())
+    if "onnxruntime" in ran:
+        # inference only: no epoch row, one "no training" row instead; timed in predict, with
+        # fastmlp's ratio against its best thread count beside PyTorch's
+        assert not any(r["contender"] == "onnxruntime" for r in report["epochs"])
+        assert report["inference_only"] == {"onnxruntime": bench.INFERENCE_ONLY["onnxruntime"]}
+        epoch_part, predict_part = out.split("predict_proba, the whole call")
+        ort_rows = [line for line in epoch_part.splitlines()
+                    if line.startswith("onnxruntime CPU  ")]
+        assert len(ort_rows) == 1 and ort_rows[0].split()[2:] == ["no", "training"]
+        assert "vs onnxruntime CPU best" not in epoch_part
+        for key in ("latency", "batch_median"):
+            best = report["predict_comparison"][key]["784-128-10"]
+            theirs = min(predict[("onnxruntime", t)][key] for t in (1, 2))
+            assert best["onnxruntime"]["fastmlp_speedup"] == pytest.approx(
+                theirs / best["numba"][key])
+        header = next(line for line in predict_part.splitlines()
+                      if line.startswith("config") and "vs onnxruntime CPU best" in line)
+        assert header.index("vs PyTorch CPU best") < header.index("vs onnxruntime CPU best") \
+            or "torch" not in ran
+        assert predict_part.count("vs onnxruntime CPU best") == 2  # 1 row and 10,000 rows
     assert "error" not in report["startup_warm"], report["startup_warm"]
     assert report["startup_warm"]["total"] > 0
     if not bench.missing_reason("sklearn"):
@@ -235,26 +270,86 @@ def test_default_run_has_the_cnn_and_quick_does_not():
     [784, "conv8k3s2p1", "pool3s2", "conv4k2", 32, 10],
     [784, 64, 10],
 ])
-def test_worker_architecture_matches_fastmlp_layers(sizes):
-    """The shapes the PyTorch worker builds (and the FLOP count uses) are fastmlp's."""
+def test_worker_architecture_is_fastmlp_layers_plan(sizes):
+    """The workers read a config with fastmlp.layers itself (parse + plan): the shapes that
+    the PyTorch model is built from, and the FLOP count uses, are fastmlp's."""
     from fastmlp import layers
-    from fastmlp._bench_worker import IMAGE, architecture
+    from fastmlp._bench_worker import IMAGE, architecture, network_specs
 
     specs = ([IMAGE] + layers.parse(",".join(map(str, sizes[1:])))
              if any(isinstance(s, str) for s in sizes) else sizes)
-    planned = layers.plan(specs)
-    ours = architecture(sizes)
-    assert [a[0] for a in ours] == [p.kind for p in planned]
-    for a, p in zip(ours, planned):
-        if a[0] == "dense":
-            assert (a[1], a[2]) == (p.n_in, p.n_out)
+    assert network_specs(sizes) == specs
+    assert architecture(sizes) == layers.plan(specs)
+
+
+def test_worker_has_no_parser_of_its_own():
+    from fastmlp import _bench_worker
+
+    assert not hasattr(_bench_worker, "_CONV") and not hasattr(_bench_worker, "_POOL")
+    with pytest.raises(ValueError, match=r"layer 1 \(Conv2D\(8, 40\)\): its 40x40 kernel"):
+        _bench_worker.architecture([784, "conv8k40", 10])
+    with pytest.raises(ValueError, match="1x28x28 image"):
+        _bench_worker.architecture([100, "conv8k3", 10])
+
+
+def test_torch_model_is_fastmlps_architecture():
+    """PyTorch's modules, built from fastmlp.layers' records, are the exact equivalent of
+    the CNN: same layers, parameter shapes equal to fastmlp's weight shapes."""
+    if bench.missing_reason("torch"):
+        pytest.skip(bench.missing_reason("torch"))
+    from fastmlp._bench_worker import TorchModel, architecture
+
+    model = TorchModel(bench.CNN_SIZES, 128, 0.05, 0).model
+    assert [type(m).__name__ for m in model] == [
+        "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear",
+        "ReLU", "Linear"]
+    conv1, conv2 = model[0], model[3]
+    assert (conv1.kernel_size, conv1.stride, conv1.padding) == ((5, 5), (1, 1), (2, 2))
+    assert (conv2.in_channels, conv2.out_channels) == (16, 32)
+    assert (model[2].kernel_size, model[2].stride) == (2, 2)
+    weights = [p.shape for name, p in model.named_parameters() if name.endswith("weight")]
+    assert [tuple(w) for w in weights] == [layer.weight_shape
+                                           for layer in architecture(bench.CNN_SIZES)
+                                           if layer.has_params]
+
+
+# What builds every non-fastmlp contender's model: none of it may load numba (the workers
+# report it in "modules"; this checks it without a worker, in a fresh interpreter).
+NO_NUMBA_SCRIPT = """
+import sys
+import numpy as np
+import fastmlp.layers
+import fastmlp._bench_worker as w
+assert "numba" not in sys.modules, "fastmlp.layers / the worker module imported numba"
+X = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+for name in sys.argv[1:]:
+    for sizes in ([784, 16, 10], [784, "conv4k3p1", "pool2", 16, 10]):
+        if name == "onnxruntime":
+            m = w.OnnxModel(sizes, 0, w.session_options(1))
         else:
-            assert (a[1], a[2]) == (p.in_shape, p.out_shape)
+            m = w.make_model(name, sizes, 32, 0.05)
+        m.predict_proba(X)
+        assert "numba" not in sys.modules, (name, sizes)
+print("ok", sorted(k for k in ("numba", "fastmlp.network", "onnxruntime") if k in sys.modules))
+"""
+
+
+def test_workers_that_are_not_fastmlp_never_import_numba():
+    peers = [c for c in ("torch", "onnxruntime") if not bench.missing_reason(c)]
+    env = bench.worker_env()
+    done = subprocess.run([sys.executable, "-c", NO_NUMBA_SCRIPT, *peers], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok")
+    assert "numba" not in done.stdout
 
 
 def test_skip_reasons_only_for_cnns():
     for c in bench.CONTENDERS:
-        assert bench.skip_reason(c, [784, 128, 10]) is None
+        assert bench.skip_reason(c, [784, 128, 10], training=False) is None
+        assert (bench.skip_reason(c, [784, 128, 10]) is None) is bench.trains(c)
+    assert "inference only" in bench.skip_reason("onnxruntime", bench.CNN_SIZES)
+    assert bench.skip_reason("onnxruntime", bench.CNN_SIZES, training=False) is None
     assert bench.skip_reason("numba", bench.CNN_SIZES) is None
     assert bench.skip_reason("torch", bench.CNN_SIZES) is None
     assert "reference" in bench.skip_reason("numpy", bench.CNN_SIZES)
@@ -333,3 +428,140 @@ def test_benchmark_suite_runs(data_dir):
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
+
+
+# --- onnxruntime: an inference-only contender ---------------------------------------------
+
+
+def _tiny_data(folder, n_test=32):
+    X, y, X_test, y_test = bench.synthetic_mnist(64, n_test)
+    return bench.write_data(str(folder), X, y, X_test, y_test), X_test
+
+
+@pytest.mark.parametrize("sizes", [[784, 16, 10], [784, "conv4k3p1", "pool2", 16, 10]],
+                         ids=["mlp", "cnn"])
+def test_onnxruntime_worker_predicts_what_fastmlp_predicts(tmp_path, sizes):
+    """The onnxruntime worker runs the fastmlp network (same seed, same weights) exported
+    to ONNX: its probabilities equal fastmlp's (numba backend) to 1e-5."""
+    if bench.missing_reason("onnxruntime"):
+        pytest.skip(bench.missing_reason("onnxruntime"))
+    from fastmlp._bench_worker import network_specs
+    from fastmlp.network import Network
+
+    path, X_test = _tiny_data(tmp_path)
+    w = bench.Worker("onnxruntime", 1, path, 0.05, seed=3)
+    try:
+        w.ready()
+        assert w.ask("prepare", config="c", sizes=sizes, batch_size=32) == {"ok": True}
+        theirs = np.array(w.ask("proba", config="c", rows=20)["proba"])
+        with pytest.raises(bench.WorkerError, match="inference-only"):
+            w.ask("epoch", config="c")
+        assert len(w.ask("predict", config="c", rows=1, calls=3)["seconds"]) == 3
+        info = w.ask("info")
+        assert "numba" not in info["modules"] and "onnxruntime" in info["modules"]
+        assert w.hello["versions"]["onnxruntime"]
+    finally:
+        w.close()
+    ours = Network(network_specs(sizes), seed=3).predict_proba(X_test[:20])
+    assert theirs.shape == (20, 10)
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-5)
+
+
+def test_onnxruntime_check_catches_a_different_network():
+    """The worker's warm-up check (OnnxModel.check) fails loudly when the session does not
+    compute the fastmlp network's function."""
+    if bench.missing_reason("onnxruntime"):
+        pytest.skip(bench.missing_reason("onnxruntime"))
+    from fastmlp._bench_worker import OnnxModel, session_options
+
+    model = OnnxModel([784, 16, 10], 0, session_options(2))
+    X = bench.synthetic_mnist(8, 8)[2]
+    assert model.check(X) <= OnnxModel.TOLERANCE
+    assert model.session.get_session_options().intra_op_num_threads == 2
+    assert model.session.get_session_options().inter_op_num_threads == 2
+    assert model.session.get_providers() == ["CPUExecutionProvider"]
+    model.net.weights[0][:] += 0.5  # the session still holds the exported weights
+    with pytest.raises(ValueError, match="differ from fastmlp"):
+        model.check(X)
+
+
+def test_missing_onnxruntime_is_reported_not_run(capsys, monkeypatch, tmp_path):
+    real = bench._have
+    monkeypatch.setattr(bench, "_have", lambda m: False if m == "onnxruntime" else real(m))
+    out_json = tmp_path / "bench.json"
+    argv = TINY + ["--contenders", "numba,onnxruntime", "--no-startup", "--json",
+                   str(out_json)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("onnxruntime CPU  ")]
+    assert len(lines) == 2 and all("not installed" in line for line in lines)  # both tables
+    assert all(len(line) < 60 for line in lines)
+    assert "onnxruntime CPU: not installed (onnxruntime; pip install onnx onnxruntime" in out
+    assert "no training" not in out and "vs onnxruntime CPU best" not in out
+    report = json.loads(out_json.read_text())
+    assert "onnxruntime" in report["missing"]
+    assert {r["contender"] for r in report["predict"]} == {"numba"}
+
+
+def test_missing_onnx_alone_makes_onnxruntime_missing(monkeypatch):
+    real = bench._have
+    monkeypatch.setattr(bench, "_have", lambda m: False if m == "onnx" else real(m))
+    reason = bench.missing_reason("onnxruntime")
+    if real("onnxruntime"):
+        assert reason.startswith("not installed (onnx;")
+
+
+def test_inference_only_row_does_not_widen_the_table():
+    row = {"config": "784-128-10 b64", "contender": "numba", "threads": 1, "seconds": [1.0],
+           "median": 1.0, "min": 1.0, "max": 1.0, "samples_per_s": 512.0, "gflops": 1.0,
+           "best": True, "fastmlp_speedup": 1.0}
+    alone = bench.epoch_table([row], {})
+    with_ort = bench.epoch_table([row], {}, inference=["onnxruntime"])
+    assert max(map(len, with_ort.splitlines())) == max(map(len, alone.splitlines()))
+    assert with_ort.splitlines()[-1].split() == ["onnxruntime", "CPU", "no", "training"]
+    # not installed: that row only, not both
+    missing = bench.epoch_table([row], {"onnxruntime": "not installed (x)"},
+                                inference=["onnxruntime"])
+    assert "no training" not in missing and "not installed" in missing
+    assert bench.inference_notes(["numba", "onnxruntime"]) == (
+        "onnxruntime CPU: " + bench.INFERENCE_ONLY["onnxruntime"])
+
+
+# --- OpenBLAS's CPU override: off in the numpy and scikit-learn workers only ---------------
+
+
+def test_worker_env_unsets_openblas_coretype_for_numpy_and_sklearn(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    for contender in bench.CONTENDERS:
+        env = bench.worker_env(contender=contender)
+        if contender in ("numpy", "sklearn"):
+            assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+        else:
+            assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_L2_SIZE"] == "512"
+    assert "OPENBLAS_CORETYPE" in bench.worker_env()  # the start-up timing's fastmlp
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"  # this process is left alone
+
+
+def test_each_worker_gets_its_own_openblas_environment(monkeypatch, tmp_path):
+    """The environment the worker processes actually see (their "info")."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not bench.cpu_info()["avx2"]:
+        pytest.skip("OPENBLAS_CORETYPE=Haswell needs an x86 CPU with AVX2")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    path, _ = _tiny_data(tmp_path)
+    chosen = [c for c in ("numpy", "sklearn", "onnxruntime", "torch")
+              if not bench.missing_reason(c)]
+    workers, failed = bench.start_workers([(c, 1) for c in chosen], path, 0.05)
+    try:
+        assert not failed
+        envs = {w.contender: w.ask("info")["env"] for w in workers}
+    finally:
+        for w in workers:
+            w.close()
+    for c, env in envs.items():
+        if c in ("numpy", "sklearn"):
+            assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env, env
+        else:
+            assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["OPENBLAS_L2_SIZE"] == "512"
+    assert os.environ["OPENBLAS_CORETYPE"] == "Haswell"
