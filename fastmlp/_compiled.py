@@ -152,6 +152,7 @@ class CompiledBackend:
     def __init__(self, net):
         self.net = net
         self._local = threading.local()  # one inference workspace per Python thread
+        self._most_rows = None  # rows per inference block (see _block)
 
     def _input(self, X):
         """The first layer's input (a ``layout.Input``): checked dense rows, or a checked
@@ -169,10 +170,13 @@ class CompiledBackend:
     def _block(self, n):
         """Rows per inference block: PREDICT_BLOCK, fewer for a network whose activations
         would not fit WORKSPACE_BUDGET (a huge-but-valid model predicts in small blocks);
-        a network that cannot take even one row is refused."""
-        per_row = max(1, workspace_bytes(self.net, 1, False))
-        check_workspace(self.net, 1, False, "predicting")
-        return max(1, min(PREDICT_BLOCK, n, WORKSPACE_BUDGET // per_row))
+        a network that cannot take even one row is refused. (Worked out once: a one-row
+        prediction is microseconds.)"""
+        if self._most_rows is None:
+            check_workspace(self.net, 1, False, "predicting")
+            per_row = max(1, workspace_bytes(self.net, 1, False))
+            self._most_rows = max(1, min(PREDICT_BLOCK, WORKSPACE_BUDGET // per_row))
+        return max(1, min(self._most_rows, n))
 
     def _workspace(self, rows):
         """The calling thread's inference workspace, grown (never shrunk: calls alternate)

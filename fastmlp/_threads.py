@@ -113,4 +113,10 @@ def get_num_threads():
     return numba.get_num_threads()
 
 
-num_threads = get_num_threads
+def num_threads():
+    """:func:`get_num_threads` for the compiled calls' hot path (the layer chosen once)."""
+    import numba
+
+    if _chosen is None:
+        use_safe_threading_layer()
+    return numba.get_num_threads()

@@ -1470,9 +1470,13 @@ def cmd_info(args):
             optional.append(f"{dist} -")
     print(f"optional    {', '.join(optional)}")
     if numba is not None:
+        from . import _threads
+
+        layer = _threads.use_safe_threading_layer()
         print(f"threads     {numba.get_num_threads()} in use, {numba.config.NUMBA_NUM_THREADS} "
-              f"at most (NUMBA_NUM_THREADS; {os.cpu_count()} CPUs)")
-        print(f"numba cache {_numba_cache_dir(numba)}")
+              f"at most (NUMBA_NUM_THREADS; {os.cpu_count()} CPUs); numba threading layer "
+              f"{layer}")
+        print(f"numba cache {_numba_cache_dir()}")
     source = ("--data-dir" if args.data_dir is not None else
               "FASTMLP_DATA" if os.environ.get("FASTMLP_DATA") else "user cache folder")
     status = dataset_status(args.data_dir)
@@ -1531,15 +1535,12 @@ def _header_architecture(header):
     return "-".join(map(str, header["layer_sizes"]))
 
 
-def _numba_cache_dir(numba):
-    configured = getattr(numba.config, "CACHE_DIR", "")
-    if configured:
-        return f"{configured} (NUMBA_CACHE_DIR)"
-    import importlib.util
+def _numba_cache_dir():
+    """Where the compiled kernels are cached (fastmlp.kernels._cache: one folder per hash of
+    the kernel sources)."""
+    from .kernels import _cache
 
-    spec = importlib.util.find_spec("fastmlp.kernels")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "__pycache__"
-    return f"{folder} (beside the kernels; numba falls back to ~/.cache if not writable)"
+    return f"{_cache.cache_folders()[0]} (one folder per version of the kernels' source)"
 
 
 # ------------------------------------------------------------------------------ serve

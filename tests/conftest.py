@@ -55,3 +55,19 @@ def mnist(data_dir, monkeypatch):
 
     monkeypatch.setattr(cli, "_load_data", cached)
     return data_dir
+
+
+def pytest_sessionstart(session):
+    """Say up front that a cold numba cache makes the first tests slow (pytest -q is otherwise
+    silent while the kernels compile), and where the cache is: the source tree and an
+    installed copy of the same code share it, so the CLI subprocesses do not compile again."""
+    try:
+        from fastmlp.kernels import _cache
+    except ImportError:  # numba missing: the tests will say so
+        return
+    folder = _cache.cache_folders()[0]
+    state = "warm" if os.path.isdir(folder) and os.listdir(folder) else \
+        "empty: the first tests compile the kernels, a few minutes on 2 cores"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"fastmlp compiled kernels: {folder} ({state})")

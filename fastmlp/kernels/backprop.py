@@ -203,13 +203,13 @@ def forward(params, table, inp, rows, contiguous, ws, dropout, key, step, thread
             Wt, b = layer_params(params, row)
             fill_rows(Z, b)
             if layer == 0 and sparse:
-                sparse_matmul(indptr, indices, data, csr_rows, Wt, Z, threads)
+                sparse_matmul(indptr, indices, data, csr_rows, Wt, Z, Z[:0], 0.0, threads)
             elif row[OUT_C] < NARROW:
                 W = view2d(ws.scratch, 0, row[OUT_C], in_width(row))
                 transposed(Wt, W, threads)
-                matmul_nt(prev, W, Z, threads)
+                matmul_nt(prev, W, Z, Z[:0], 0.0, threads)
             else:
-                matmul(prev, Wt, Z, threads)
+                matmul(prev, Wt, Z, Z[:0], 0.0, threads)
         elif kind == CONV:
             W, b = layer_params(params, row)
             conv_layer_forward(prev, W, b, row, Z, ws, threads)
@@ -252,31 +252,30 @@ def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, 
             Wt, _ = layer_params(params, row)
             dWt, db = layer_params(grads, row)
             n_out = row[OUT_C]
-            # dWt = Aᵀ δ + l2 Wt, A being the layer's input.
-            scaled_copy(dWt, Wt, l2)
+            # dWt = l2 Wt + Aᵀ δ, A being the layer's input (the product starts at l2 Wt).
             if layer == 0 and sparse:
                 indptr, indices, data = first_csr(inp, not inp.use_csr, ws)
                 csr_rows = rows if inp.use_csr else ws.ident[:n]
                 csr_rows_transposed(indptr, indices, data, csr_rows, n_in, ws.sp_indptr,
                                     ws.sp_indices, ws.sp_data)
                 sparse_matmul(ws.sp_indptr, ws.sp_indices, ws.sp_data, ws.ident[:n_in], delta,
-                              dWt, threads)
+                              dWt, Wt, l2, threads)
             else:
                 prev_t = view2d(ws.scratch, 0, n_in, n)
                 transposed(prev, prev_t, threads)
                 if n_out < NARROW:
                     delta_t = view2d(ws.scratch, n_in * n, n_out, n)
                     transposed(delta, delta_t, threads)
-                    matmul_nt(prev_t, delta_t, dWt, threads)
+                    matmul_nt(prev_t, delta_t, dWt, Wt, l2, threads)
                 else:
-                    matmul(prev_t, delta, dWt, threads)
+                    matmul(prev_t, delta, dWt, Wt, l2, threads)
             column_sums(delta, db)
             if layer > 0:
                 # The layer below's ∂C/∂a = δ W, with W = Wtᵀ laid out in scratch.
                 W = view2d(ws.scratch, 0, n_out, n_in)
                 transposed(Wt, W, threads)
                 upstream[:] = 0
-                matmul(delta, W, upstream, threads)
+                matmul(delta, W, upstream, upstream[:0], 0.0, threads)
         elif kind == CONV:
             W, _ = layer_params(params, row)
             dW, db = layer_params(grads, row)

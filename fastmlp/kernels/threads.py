@@ -24,75 +24,102 @@ from .conv import GROUP, conv_forward, conv_input_gradient, conv_weight_gradient
 from .dense import MR, gemm, gemm_nt, spmm, transpose
 from .optimizers import update
 
-# Rows of a product per thread, at least: below this a part's work is a few microseconds and
-# waking a thread costs about as much.
+# Rows of a product per thread, at least (and at least gemm's MR: see the module docstring).
 MIN_ROWS = max(16, MR)
+# Multiply-adds per thread, at least: waking a thread and joining it costs a few to tens of
+# microseconds, as long as ~0.25 M multiply-adds take; a 10-class output layer's products
+# (64 x 128 x 10 = 82 k) run faster on one thread.
+MIN_WORK = 1 << 18
 # Parameters per thread in the optimizer step, at least.
 MIN_PARAMS = 16384
 
 
 @njit
-def parts_of(threads, size, least):
-    """How many of ``threads`` share ``size`` units of work, each taking at least ``least``.
+def parts_of(threads, size, least, work=1 << 62):
+    """How many of ``threads`` share ``size`` units of work, each taking at least ``least``
+    units and, where the caller counts ``work`` (multiply-adds), ``MIN_WORK`` of it.
 
     (``threads`` comes from the caller, ``numba.get_num_threads()`` read in Python: read in
     compiled code it would keep the code out of numba's cache.)"""
-    return max(1, min(threads, size // least))
+    return max(1, min(threads, size // least, work // MIN_WORK))
+
+
+# Each product below is ``out (+)= A B`` in some form, with ``base``: an empty array
+# (``out[:0]``) to add onto ``out``, or ``base`` itself (the layer's weights) to start ``out``
+# at ``scale · base`` — a weight gradient's L2 term, written by the thread that then adds its
+# rows' products (a serial pass over every weight would cost as much as the product).
+
+
+@njit
+def _start(out, base, scale, lo, hi):
+    if base.shape[0]:
+        for i in range(lo, hi):
+            for j in range(out.shape[1]):
+                out[i, j] = scale * base[i, j]
 
 
 @njit(parallel=True)
-def _gemm_split(A, B, out, parts):
+def _gemm_split(A, B, out, base, scale, parts):
     m = A.shape[0]
     for t in prange(parts):
         lo, hi = t * m // parts, (t + 1) * m // parts
+        _start(out, base, scale, lo, hi)
         gemm(A[lo:hi], B, out[lo:hi])
 
 
 @njit
-def matmul(A, B, out, threads):
-    """``out += A B`` (:func:`.dense.gemm`), rows of ``out`` split between threads."""
-    parts = parts_of(threads, A.shape[0], MIN_ROWS)
+def matmul(A, B, out, base, scale, threads):
+    """``out (+)= A B`` (:func:`.dense.gemm`), rows of ``out`` split between threads."""
+    parts = parts_of(threads, A.shape[0], MIN_ROWS, A.shape[0] * A.shape[1] * B.shape[1])
     if parts == 1:
+        _start(out, base, scale, 0, out.shape[0])
         gemm(A, B, out)
     else:
-        _gemm_split(A, B, out, parts)
+        _gemm_split(A, B, out, base, scale, parts)
 
 
 @njit(parallel=True)
-def _gemm_nt_split(A, Bt, out, parts):
+def _gemm_nt_split(A, Bt, out, base, scale, parts):
     m = A.shape[0]
     for t in prange(parts):
         lo, hi = t * m // parts, (t + 1) * m // parts
+        _start(out, base, scale, lo, hi)
         gemm_nt(A[lo:hi], Bt, out[lo:hi])
 
 
 @njit
-def matmul_nt(A, Bt, out, threads):
-    """``out += A Btᵀ`` (:func:`.dense.gemm_nt`), rows of ``out`` split between threads."""
-    parts = parts_of(threads, A.shape[0], MIN_ROWS)
+def matmul_nt(A, Bt, out, base, scale, threads):
+    """``out (+)= A Btᵀ`` (:func:`.dense.gemm_nt`), rows of ``out`` split between threads."""
+    parts = parts_of(threads, A.shape[0], MIN_ROWS, A.shape[0] * A.shape[1] * Bt.shape[0])
     if parts == 1:
+        _start(out, base, scale, 0, out.shape[0])
         gemm_nt(A, Bt, out)
     else:
-        _gemm_nt_split(A, Bt, out, parts)
+        _gemm_nt_split(A, Bt, out, base, scale, parts)
 
 
 @njit(parallel=True)
-def _spmm_split(indptr, indices, data, rows, B, out, parts):
+def _spmm_split(indptr, indices, data, rows, B, out, base, scale, parts):
     m = rows.size
     for t in prange(parts):
         lo, hi = t * m // parts, (t + 1) * m // parts
+        _start(out, base, scale, lo, hi)
         spmm(indptr, indices, data, rows[lo:hi], B, out[lo:hi])
 
 
 @njit
-def sparse_matmul(indptr, indices, data, rows, B, out, threads):
-    """``out[i] += Σ_p data[p] · B[indices[p]]`` over CSR row ``rows[i]``
+def sparse_matmul(indptr, indices, data, rows, B, out, base, scale, threads):
+    """``out[i] (+)= Σ_p data[p] · B[indices[p]]`` over CSR row ``rows[i]``
     (:func:`.dense.spmm`), rows of ``out`` split between threads."""
-    parts = parts_of(threads, rows.size, MIN_ROWS)
+    stored = 0
+    for i in range(rows.size):
+        stored += indptr[rows[i] + 1] - indptr[rows[i]]
+    parts = parts_of(threads, rows.size, MIN_ROWS, stored * B.shape[1])
     if parts == 1:
+        _start(out, base, scale, 0, out.shape[0])
         spmm(indptr, indices, data, rows, B, out)
     else:
-        _spmm_split(indptr, indices, data, rows, B, out, parts)
+        _spmm_split(indptr, indices, data, rows, B, out, base, scale, parts)
 
 
 @njit(parallel=True)
