@@ -842,13 +842,6 @@ def _plural(n, word):
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _physical_memory():
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX
-        return None
-
-
 def _format_bytes(n):
     for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
         if n < 1000 or unit == "PB":
@@ -870,8 +863,10 @@ def _check_memory(recipe):
     # (momentum keeps one, Adam two); activations of one batch are small beside them.
     copies = 2 + {"sgd": 0, "momentum": 1, "adam": 2}.get(recipe["optimizer"], 2)
     need = 4 * params * copies + 4 * recipe["batch_size"] * sum(sizes) * 3
-    have = _physical_memory()
-    if have is not None and need > have:
+    from ._compiled import physical_memory
+
+    have = physical_memory()
+    if need > have:
         hidden = ",".join(map(str, recipe["hidden"]))
         raise CLIError(f"--hidden {hidden}: a {'-'.join(map(str, sizes))} network has "
                        f"{params:,} parameters; training it needs about {_format_bytes(need)} "

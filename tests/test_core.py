@@ -166,3 +166,35 @@ def test_a_dense_network_compiles_no_convolution_code(tmp_path):
     convolution kernels (a cold start pays only for the layer kinds it has)."""
     line = run_python(COMPILED, {"NUMBA_CACHE_DIR": str(tmp_path / "cache")})
     assert line == "0 True", line
+
+
+def test_a_huge_but_valid_model_predicts_in_small_blocks_and_an_impossible_one_is_refused(
+        monkeypatch):
+    """A small model file can ask for a huge workspace (16,384 1x1 filters on a 28x28 image:
+    51 MB of activations per row). Prediction works through it in blocks that fit a fixed
+    budget instead of allocating for 256 rows at once; a model whose single row cannot fit
+    in memory is refused, saying how much it would need, before anything is allocated."""
+    import numpy as np
+
+    from fastmlp import Conv2D, MaxPool2D, Network
+    from fastmlp import _compiled
+
+    net = Network([(1, 28, 28), Conv2D(16384, 1), MaxPool2D(28), 10], seed=0)
+    per_row = _compiled.workspace_bytes(net, 1, False)
+    block = net._backend._block(10_000)
+    assert 1 <= block < _compiled.PREDICT_BLOCK
+    assert block * per_row <= _compiled.WORKSPACE_BUDGET
+    X = np.random.default_rng(0).random((3, 784), dtype=np.float32)
+    reference = Network([(1, 28, 28), Conv2D(16384, 1), MaxPool2D(28), 10], seed=0,
+                        backend="numpy")
+    np.testing.assert_allclose(net.predict_proba(X), reference.predict_proba(X), rtol=1e-4,
+                               atol=1e-6)
+
+    # (memory fixed at 16 GiB: the refusal must not depend on the machine the test runs on)
+    monkeypatch.setattr(_compiled, "physical_memory", lambda: 16 * 2**30)
+    impossible = Network([(1, 64, 64), Conv2D(2**20, 1), MaxPool2D(64), 10], seed=0)
+    with pytest.raises(ValueError, match=r"predicting 1 sample at a time needs [\d,.]+ GiB "
+                                         r"of workspace .* 16\.0 GiB"):
+        impossible.predict_proba(np.zeros((1, 4096), np.float32))
+    with pytest.raises(ValueError, match=r"training on 2 samples at a time needs"):
+        impossible.fit(np.zeros((2, 4096), np.float32), [0, 1], epochs=1, verbose=False)

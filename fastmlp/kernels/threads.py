@@ -26,12 +26,14 @@ from .optimizers import update
 
 # Rows of a product per thread, at least (and at least gemm's MR: see the module docstring).
 MIN_ROWS = max(16, MR)
-# Multiply-adds per thread, at least: waking a thread and joining it costs a few to tens of
-# microseconds, as long as ~0.25 M multiply-adds take; a 10-class output layer's products
-# (64 x 128 x 10 = 82 k) run faster on one thread.
-MIN_WORK = 1 << 18
-# Parameters per thread in the optimizer step, at least.
-MIN_PARAMS = 16384
+# Multiply-adds per thread, at least. Back to back, a tbb fork-join costs ~2 µs; in the
+# batch loop, where serial work between products lets the workers fall asleep, waking them
+# cost ~50 µs per split product (784-128-10 b64: +160 µs per batch at 2 threads for three
+# splits), about what 2 M multiply-adds take on one core. Smaller products run on one thread.
+MIN_WORK = 1 << 21
+# Parameters per thread in the optimizer step, at least: a step over 100 k parameters (~30 µs)
+# is faster on one thread than split with a wake-up.
+MIN_PARAMS = 1 << 18
 
 
 @njit
