@@ -82,18 +82,20 @@ class Workspace:
             return np.empty(max(1, sizes[name]), dtype=kind)
 
         threads = num_threads()
+        images = any(layer.kind != "dense" for layer in net._layers)
         self.work = layout.Work(
             acts=buffer("acts"), xbuf=buffer("xbuf"), scratch=buffer("scratch"),
             csr_indptr=buffer("csr_indptr", np.int64),
             csr_indices=buffer("csr_indices", np.int32), csr_data=buffer("csr_data"),
             sp_indptr=buffer("sp_indptr", np.int64), sp_indices=buffer("sp_indices", np.int32),
             sp_data=buffer("sp_data"), delta_a=buffer("delta"), delta_b=buffer("delta"),
-            # None where the network has no such layer: the kernels then compile without
-            # that layer kind's code (fastmlp.kernels.backprop, "compile what is used")
-            argmax=buffer("argmax", np.int32) if sizes["argmax"] else None,
+            # None for a network without image layers (convolution, pooling): the kernels
+            # then compile without their code (fastmlp.kernels.backprop, "compile what is
+            # used"). Both or neither: one compiled variant for every image network.
+            argmax=buffer("argmax", np.int32) if images else None,
             # one convolution workspace per thread (the split gives each thread its images
             # or filters)
-            conv=np.empty((threads, sizes["conv"]), dtype=dtype) if sizes["conv"] else None,
+            conv=np.empty((threads, max(1, sizes["conv"])), dtype=dtype) if images else None,
             ident=np.arange(max(rows, sizes["n_in"]), dtype=np.int64),
             grads=buffer("grads"), targets=buffer("targets"), weights=buffer("weights"))
         self._index = np.arange(0)

@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: train | evaluate | predict | info | serve | bench.
+"""The ``fastmlp`` command: train | evaluate | predict | export | info | serve | bench.
 
 ``fastmlp train`` with no options runs the recommended MNIST recipe (``DEFAULT_RECIPE``) and
 saves the model to ``models/mnist.npz`` under the current folder (``models/<dataset>.npz``
@@ -388,7 +388,7 @@ def _main(argv):
         if extras:
             raise _UsageError(_unrecognized(parser, args, extras))
         if args.command is None:
-            raise _UsageError("missing command: choose one of train, evaluate, predict, "
+            raise _UsageError("missing command: choose one of train, evaluate, predict, export, "
                               "info, serve, bench (see 'fastmlp --help')")
         return args.func(args) or 0
     except _UsageError as exc:

@@ -16,7 +16,6 @@ chromium``). ``playwright install`` is not needed. Skips with the reason when ei
 
 import gzip
 import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -25,27 +24,13 @@ import pytest
 
 from fastmlp.images import resize
 from fastmlp.web.server import make_server
+from _browser import CHROMIUM_ARGS, chromium_path
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed: pip install playwright"
 )
 
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 UPSCALE = 4  # skeletonize at 112 x 112 for smooth strokes
-
-
-def chromium_path():
-    env = os.environ.get("FASTMLP_CHROMIUM")
-    if env:
-        return env if Path(env).exists() else None
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def read_idx(path):

@@ -17,7 +17,6 @@ Debian: ``apt-get install chromium``): without them these tests fail saying whic
 import functools
 import json
 import os
-import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,11 +27,8 @@ import pytest
 from fastmlp import Conv2D, MaxPool2D, export
 from fastmlp.images import to_mnist
 from fastmlp.network import Network
+from _browser import CHROMIUM_ARGS, chromium_path
 
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot-export.png"
 MODEL_ENV = {"mlp": "FASTMLP_EXPORT_MODEL", "cnn": "FASTMLP_EXPORT_CNN_MODEL"}
 PAGE_FILES = {"index.html", "app.js", "style.css", "model.json", "model.bin"}
@@ -47,17 +43,6 @@ DIGITS = {
            (14, 5)]],
     "4": [[(16, 4), (8, 16), (21, 16)], [(17, 10), (17, 24)]],
 }
-
-
-def chromium_path():
-    env = os.environ.get("FASTMLP_CHROMIUM")
-    if env:
-        return env if Path(env).exists() else None
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture(scope="module")
