@@ -475,26 +475,8 @@ class Network:
         # scikit-learn's alpha (_l2_per_weight) is divided by each batch's weight sum, which
         # the scaling of the weights changed by weight_scale: the kernels get it undone.
         l2_batch = l2 / weight_scale if _l2_per_weight else l2
-        if validation_data is not None and validation_split:
-            raise ValueError("give validation_data or validation_split, not both")
-        if validation_data is not None:
-            try:
-                X_val, y_val = validation_data
-            except (TypeError, ValueError):
-                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            X_val, Y_val = self._check_XY(X_val, y_val)
-        elif validation_split:
-            n_val = int(round(validation_split * X.shape[0]))
-            if not 1 <= n_val < X.shape[0]:
-                raise ValueError(f"validation_split={validation_split} of {X.shape[0]} samples "
-                                 "leaves no validation or no training samples")
-            held_out = self._rng.permutation(X.shape[0])
-            X_val, Y_val = X[held_out[:n_val]], Y[held_out[:n_val]]
-            kept = np.sort(held_out[n_val:])
-            X, Y = X[kept], Y[kept]
-            if sample_weight is not None:
-                sample_weight = sample_weight[kept]
-            validation_data = (X_val, Y_val)
+        X, Y, sample_weight, validation_data = self._validation_set(
+            X, Y, sample_weight, validation_data, validation_split)
         if early_stopping and validation_data is None:
             raise ValueError("early_stopping needs validation_data or validation_split")
         n = X.shape[0]
@@ -541,33 +523,16 @@ class Network:
                 line = (f"epoch {len(history.loss):3d}  loss {history.loss[-1]:.4f}  "
                         f"accuracy {accuracy:.4f}")
                 if validation_data is not None:
-                    scores = self.evaluate(X_val, Y_val)
+                    scores = self.evaluate(*validation_data)
                     history.val_loss.append(scores["loss"])
                     history.val_accuracy.append(scores["accuracy"])
                     line += (f"  val_loss {scores['loss']:.4f}  "
                              f"val_accuracy {scores['accuracy']:.4f}")
-                # The epoch's loss is measured before each update, so the last update can
-                # break the weights while the loss still looks fine: check both. A loss
-                # far above the starting network's is divergence too, before it overflows.
-                exploding = start_loss is not None and history.loss[-1] > DIVERGED * (
-                    start_loss + 1)
-                if exploding or not (math.isfinite(history.loss[-1])
-                                     and np.isfinite(self._params).all()):
-                    self._params[...] = epoch_start
-                    raise FloatingPointError(
-                        f"training diverged at epoch {epoch + 1} (loss {history.loss[-1]:.4g}"
-                        + ("" if start_loss is None else f", {start_loss:.4g} at the start")
-                        + f"); lower the learning rate. The parameters from before epoch "
-                        f"{epoch + 1} were kept")
+                self._stop_if_diverged(epoch, start_loss, epoch_start)
                 if verbose:
                     bar.write(line + f"  {seconds:.2f}s")
                 if best is not None:
-                    if history.val_loss[-1] < best["best_loss"]:
-                        best["best_loss"], best["since_best"] = history.val_loss[-1], 0
-                        best["best_params"] = self._params.copy()
-                        history.best_epoch = len(history.loss)
-                    else:
-                        best["since_best"] += 1
+                    self._track_best(best)
                 if callback is not None and callback(epoch, history):
                     break
                 if best is not None and best["since_best"] >= early_stopping:
@@ -580,6 +545,57 @@ class Network:
             if best is not None and best["best_params"] is not None:
                 self._params[...] = best["best_params"]
         return history
+
+    def _validation_set(self, X, Y, sample_weight, validation_data, validation_split):
+        """``(X, Y, sample_weight, validation)`` for fit: checked ``validation_data``, or a
+        random ``validation_split`` held out of the training rows (None without either)."""
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        if validation_data is not None:
+            try:
+                X_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+            return (X, Y, sample_weight, self._check_XY(X_val, y_val))
+        if not validation_split:
+            return X, Y, sample_weight, None
+        n_val = int(round(validation_split * X.shape[0]))
+        if not 1 <= n_val < X.shape[0]:
+            raise ValueError(f"validation_split={validation_split} of {X.shape[0]} samples "
+                             "leaves no validation or no training samples")
+        held_out = self._rng.permutation(X.shape[0])
+        validation = (X[held_out[:n_val]], Y[held_out[:n_val]])
+        kept = np.sort(held_out[n_val:])
+        if sample_weight is not None:
+            sample_weight = sample_weight[kept]
+        return X[kept], Y[kept], sample_weight, validation
+
+    def _stop_if_diverged(self, epoch, start_loss, epoch_start):
+        """FloatingPointError, with the parameters from before ``epoch`` restored, when the
+        epoch's loss or the parameters are not finite, or the loss exceeds ``DIVERGED``
+        times the starting network's. (The epoch's loss is measured before each update, so
+        the last update can break the weights while the loss still looks fine: both are
+        checked; a loss far above the start is divergence too, before it overflows.)"""
+        loss = self.history.loss[-1]
+        exploding = start_loss is not None and loss > DIVERGED * (start_loss + 1)
+        if exploding or not (math.isfinite(loss) and np.isfinite(self._params).all()):
+            self._params[...] = epoch_start
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch + 1} (loss {loss:.4g}"
+                + ("" if start_loss is None else f", {start_loss:.4g} at the start")
+                + f"); lower the learning rate. The parameters from before epoch "
+                f"{epoch + 1} were kept")
+
+    def _track_best(self, best):
+        """Early stopping's bookkeeping after an epoch: a better validation loss keeps the
+        parameters (``history.best_epoch``), another epoch without one counts."""
+        history = self.history
+        if history.val_loss[-1] < best["best_loss"]:
+            best["best_loss"], best["since_best"] = history.val_loss[-1], 0
+            best["best_params"] = self._params.copy()
+            history.best_epoch = len(history.loss)
+        else:
+            best["since_best"] += 1
 
 
 def _backend(net):
