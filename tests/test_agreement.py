@@ -111,6 +111,9 @@ def test_forward_loss_gradients_agree(input_path, problem, l2):
        dropout=st.sampled_from([0.0, 0.0, 0.3]), whole_batch=st.booleans())
 @example(problem=TANH_TWO_PARTS, optimizer="sgd", nesterov=False, l2=0.01, dropout=0.3,
          whole_batch=True)
+@example(problem=([1, 5, 1, 4, 1], ["relu", "identity", "relu", "identity"], "mse", "float32", 1,
+                  0.0, 3161151), optimizer="sgd", nesterov=False, l2=0.0, dropout=0.0,
+         whole_batch=False)  # diverges at epoch 2 on both backends (found by hypothesis in CI)
 def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2, dropout, whole_batch):
     """A few optimizer steps (so momentum and Adam state matter), batches that don't divide n
     or (``whole_batch``) one batch of all n rows, dropout masks drawn identically on both
@@ -120,7 +123,20 @@ def test_update_steps_agree(input_path, problem, optimizer, nesterov, l2, dropou
     X, y = make_data(sizes, cost, n, zero_fraction, seed)
     kw = dict(epochs=2, batch_size=n if whole_batch else max(1, n // 3 + 1), learning_rate=0.05,
               optimizer=optimizer, nesterov=nesterov, l2=l2, dropout=dropout, verbose=False)
-    h_fast, h_ref = fast.fit(X, y, **kw), ref.fit(X, y, **kw)
+    histories = []
+    for net in (fast, ref):
+        try:
+            histories.append(net.fit(X, y, **kw))
+        except FloatingPointError as exc:  # fit's divergence guard: both backends must agree
+            histories.append(exc)
+    diverged = [isinstance(h, FloatingPointError) for h in histories]
+    if any(diverged):
+        # A random problem can diverge (e.g. an unscaled identity output at lr 0.05): the loss
+        # then ends far past the guard's 1000x, so both backends stop, at the same epoch,
+        # with the parameters from before it.
+        assert all(diverged), histories
+        assert str(histories[0]).split(" (")[0] == str(histories[1]).split(" (")[0]
+    h_fast, h_ref = fast.history, ref.history
     for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
         assert_close(a, b, dtype, factor=50)
     assert_close(h_fast.loss, h_ref.loss, dtype, factor=50)
