@@ -30,7 +30,8 @@ SAFE_LAYER = "tbb"
 FALLBACK_LAYER = "workqueue"
 
 _lock = threading.RLock()
-_chosen = None
+_chosen = None  # the layer in force, once decided
+_guard = None  # what kernel_call_guard returns under it (decided with the layer, once)
 
 
 def _load_tbb():
@@ -66,14 +67,20 @@ def use_safe_threading_layer():
     ``numba.config.THREADING_LAYER`` set in code) and a pool that has already started (the
     layer cannot change then). Sets no environment variable. Returns the layer now chosen
     (``"default"`` when numba picks)."""
-    global _chosen
+    global _chosen, _guard
     import numba
     from numba.np.ufunc import parallel
 
     if ("NUMBA_THREADING_LAYER" not in os.environ and not parallel._is_initialized
             and str(numba.config.THREADING_LAYER).lower() == "default"):
         numba.config.THREADING_LAYER = SAFE_LAYER if _load_tbb() else FALLBACK_LAYER
-    _chosen = str(numba.config.THREADING_LAYER).lower()
+    layer = str(numba.config.THREADING_LAYER).lower()
+    if layer != _chosen:
+        # workqueue, or numba's own pick ("default") where tbb cannot load, may be the
+        # unsafe layer: fastmlp's calls take turns. (Decided here once, not per call.)
+        unsafe = layer == "workqueue" or (layer == "default" and not _load_tbb())
+        _guard = _lock if unsafe else contextlib.nullcontext()
+        _chosen = layer
     return _chosen
 
 
@@ -81,12 +88,9 @@ def kernel_call_guard():
     """A context for one compiled call: nothing under a thread-safe layer; under
     ``workqueue`` (which aborts the process when two threads enter it) a process-wide lock,
     so that fastmlp's own concurrent callers take turns instead."""
-    layer = _chosen
-    if layer is None:
-        layer = use_safe_threading_layer()
-    if layer in ("workqueue",) or (layer == "default" and not _load_tbb()):
-        return _lock
-    return contextlib.nullcontext()
+    if _chosen is None:
+        use_safe_threading_layer()
+    return _guard
 
 
 def set_num_threads(n):

@@ -347,13 +347,9 @@ class Network:
             name = state["optimizer"]
             if name is not None:
                 check.choice("optimizer", name, OPTIMIZERS)
+                # (shapes: checked by the backend above, which knows its state's form)
                 values = {k: (np.array(v, dtype=self.dtype) if isinstance(v, np.ndarray)
                               else v) for k, v in dict(state["state"]).items()}
-                for k, v in values.items():
-                    if isinstance(v, np.ndarray) and v.shape != self._params.shape and \
-                            self.backend == "numba":  # (the numpy backend keeps per-array state)
-                        raise ValueError(f"optimizer state {k!r} has shape {v.shape}; "
-                                         f"expected {self._params.shape}")
                 self._optimizer_state = (name, values)
             else:
                 self._optimizer_state = None
