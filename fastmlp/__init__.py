@@ -4,7 +4,8 @@
 """
 
 __version__ = "0.2.0"
-__all__ = ["Network", "History", "Conv2D", "MaxPool2D", "set_num_threads", "get_num_threads",
+_LAYERS = ("Conv2D", "MaxPool2D", "AvgPool2D", "BatchNorm", "Dropout")
+__all__ = ["Network", "History", *_LAYERS, "set_num_threads", "get_num_threads",
            "__version__"]
 
 # Importing fastmlp sets no environment variable and changes no other library's behaviour.
@@ -18,7 +19,7 @@ def __getattr__(name):
         from . import network
 
         return getattr(network, name)
-    if name in ("Conv2D", "MaxPool2D"):
+    if name in _LAYERS:
         from . import layers
 
         return getattr(layers, name)

@@ -20,6 +20,7 @@ import numpy as np
 from . import _checks as check
 from . import _layout as layout
 from ._threads import kernel_call_guard, num_threads
+from .layers import dropout_rates
 
 # Samples per compiled call while training: the progress bar and Ctrl-C get a look-in this
 # often, at a cost of one Python round trip per chunk.
@@ -43,6 +44,8 @@ WORKSPACE_BUDGET = 256 * 2**20
 # EPYC: 19.4 ms dense vs 24.7 ms through CSR at 1 thread, 12.3 vs 20.2 ms at 2).
 SPARSE_BELOW = 0.5
 SPARSE_PREDICT_ROWS = 64  # predictions of fewer rows than this go through CSR when sparse
+
+IMAGE_KINDS = ("conv", "pool", "avgpool")  # layers whose code a network without them skips
 
 _NO_INDPTR = np.zeros(1, np.int64)
 _NO_INDICES = np.zeros(0, np.int32)
@@ -82,7 +85,7 @@ class Workspace:
             return np.empty(max(1, sizes[name]), dtype=kind)
 
         threads = num_threads()
-        images = any(layer.kind != "dense" for layer in net._layers)
+        images = any(layer.kind in IMAGE_KINDS for layer in net._layers)
         self.work = layout.Work(
             acts=buffer("acts"), xbuf=buffer("xbuf"), scratch=buffer("scratch"),
             csr_indptr=buffer("csr_indptr", np.int64),
@@ -97,7 +100,9 @@ class Workspace:
             # or filters)
             conv=np.empty((threads, max(1, sizes["conv"])), dtype=dtype) if images else None,
             ident=np.arange(max(rows, sizes["n_in"]), dtype=np.int64),
-            grads=buffer("grads"), targets=buffer("targets"), weights=buffer("weights"))
+            grads=buffer("grads"), targets=buffer("targets"), weights=buffer("weights"),
+            # None without BatchNorm layers (their code is then not compiled either)
+            norm=buffer("norm", np.float64) if sizes["norm"] else None)
         self._index = np.arange(0)
 
     def index(self, n):
@@ -127,6 +132,7 @@ def workspace_sizes(net, rows, training):
         "sp_indptr": sparse + 1, "sp_indices": rows * sparse, "sp_data": rows * sparse,
         "delta": max(widths) * rows,
         "argmax": sum(layer.n_out for layer in layers if layer.kind == "pool") * rows,
+        "norm": sum(2 * layer.out_shape[0] for layer in layers if layer.kind == "batchnorm"),
         "conv": max([int(conv_work_size(row, rows)) for row, layer in zip(net._table, layers)
                      if layer.kind == "conv"], default=0),
         "grads": net._params.size if training else 0,
@@ -139,7 +145,8 @@ def workspace_bytes(net, rows, training):
     sizes = workspace_sizes(net, rows, training)
     per_thread = sizes.pop("conv") * num_threads()
     sizes.pop("n_in")
-    return (sum(sizes.values()) + sizes["delta"] + per_thread) * net.dtype.itemsize
+    norm = sizes.pop("norm") * 8  # (float64)
+    return (sum(sizes.values()) + sizes["delta"] + per_thread) * net.dtype.itemsize + norm
 
 
 def check_workspace(net, rows, training, what):
@@ -153,6 +160,15 @@ def check_workspace(net, rows, training, what):
                          f"workspace for this network, more than half of this machine's "
                          f"{memory / 2**30:,.1f} GiB: use a smaller "
                          f"{'batch_size' if training else 'network'}")
+
+
+def _mode(training):
+    """The kernels' forward mode for a pass that is not a training step."""
+    return layout.BATCH_STATS if training else layout.PREDICT
+
+
+def _has_batchnorm(net):
+    return any(layer.kind == "batchnorm" for layer in net._layers)
 
 
 class CompiledBackend:
@@ -196,12 +212,18 @@ class CompiledBackend:
             ws = self._local.ws = Workspace(self.net, max(rows, ws.rows if ws else 0))
         return ws
 
-    def predict(self, X, Y=None, sample_weight=None):
-        """``(summed data cost or 0, ŷ)`` of checked X (and targets Y)."""
+    def predict(self, X, Y=None, sample_weight=None, training=False):
+        """``(summed data cost or 0, ŷ)`` of checked X (and targets Y); ``training``:
+        BatchNorm normalises with X's own statistics (all rows in one block)."""
         net = self.net
         n = X.shape[0]
-        block = self._block(n)
-        ws = self._workspace(block)
+        if training:
+            check_workspace(net, n, False, "a training-mode pass over")
+            block = max(1, n)
+            ws = Workspace(net, block)
+        else:
+            block = self._block(n)
+            ws = self._workspace(block)
         out = np.empty((n, net.n_outputs), dtype=net.dtype)
         name = net.dtype.name
         with kernel_call_guard():
@@ -209,10 +231,10 @@ class CompiledBackend:
                 net._params, net._table, self._cost_code(), self._input(X, predicting=True),
                 _NO_TARGETS[name] if Y is None else Y,
                 _NO_WEIGHTS[name] if sample_weight is None else sample_weight,
-                ws.index(n), out, ws.work, block, num_threads())
+                ws.index(n), out, ws.work, block, _mode(training), num_threads())
         return cost, out
 
-    def forward(self, X):
+    def forward(self, X, training=False):
         """Every layer's output for checked dense X: one block of all rows leaves them all in
         the workspace (the last one activated); copied out."""
         net = self.net
@@ -224,7 +246,7 @@ class CompiledBackend:
         with kernel_call_guard():
             kernels()[1].infer(net._params, net._table, self._cost_code(), self._input(X),
                                _NO_TARGETS[name], _NO_WEIGHTS[name], ws.index(n), out,
-                               ws.work, max(1, n), num_threads())
+                               ws.work, max(1, n), _mode(training), num_threads())
         outputs, start = [], 0
         for layer in net._layers:
             outputs.append(ws.work.acts[start:start + n * layer.n_out].reshape(
@@ -237,7 +259,8 @@ class CompiledBackend:
         flat parameter layout."""
         net = self.net
         n = X.shape[0]
-        chunk = max(1, min(n, GRADIENT_CHUNK))
+        # (BatchNorm's statistics span the batch: all of X is one chunk then)
+        chunk = max(1, n if _has_batchnorm(net) else min(n, GRADIENT_CHUNK))
         check_workspace(net, chunk, True, "a gradient over")
         ws = Workspace(net, chunk, training=True)
         out = np.empty_like(net._params)
@@ -267,7 +290,10 @@ class CompiledTrainer:
         net = backend.net
         self.backend, self.net, self.X, self.Y, self.batch_size = backend, net, X, Y, batch_size
         self.train = training.train
-        self.settings = dict(settings, optimizer=optimizers.CODES[optimizer])
+        # fit's dropout shorthand and the Dropout layers as one rate per layer
+        rates = np.array(dropout_rates(net._layers, settings["dropout"]), dtype=np.float64)
+        self.settings = {k: v for k, v in settings.items() if k != "dropout"}
+        self.settings.update(optimizer=optimizers.CODES[optimizer], rates=rates)
         self.sample_weight = (_NO_WEIGHTS[net.dtype.name] if sample_weight is None
                               else sample_weight)
         ws = getattr(backend, "_train_ws", None)

@@ -197,8 +197,9 @@ def build_parser():
     g.add_argument("--layers", type=_layers, default=None, metavar="SPEC",
                    help="--model cnn's layers between the 1x28x28 input and the output, "
                         "comma-separated: convFkK[sS][pP] (F filters, KxK kernel, stride S, "
-                        "padding P), poolK[sS] (KxK max-pooling), or a dense width (default: "
-                        f"{CNN_RECIPE['layers']})")
+                        "padding P), poolK[sS] / avgK[sS] (KxK max / average pooling), bn "
+                        "(batch normalisation of the layer before), dropP (dropout, rate P), "
+                        f"or a dense width (default: {CNN_RECIPE['layers']})")
     g.add_argument("--hidden", type=_hidden, default=None, metavar="N,N,...",
                    help="hidden layer sizes (default: "
                         f"{','.join(map(str, r['hidden'])) or 'none'}; 'none' for no hidden "
@@ -547,11 +548,12 @@ def _layers(text):
 def _network_spec(recipe, n_features, n_classes):
     """``(layer list, activations)`` for Network from a recipe."""
     if recipe["model"] == "cnn":
-        from .layers import MaxPool2D, parse
+        from .layers import Conv2D, parse
 
         side = int(round(n_features ** 0.5))  # every dataset here is square 28x28 images
         specs = [(1, side, side), *parse(recipe["layers"]), n_classes]
-        n_hidden = sum(not isinstance(s, MaxPool2D) for s in specs[1:-1])
+        # one activation per layer with weights: convolutions and dense widths
+        n_hidden = sum(isinstance(s, (Conv2D, int)) for s in specs[1:-1])
     else:
         specs = [n_features, *recipe["hidden"], n_classes]
         n_hidden = len(recipe["hidden"])

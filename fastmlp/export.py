@@ -61,7 +61,7 @@ def _plan(net):
     params = iter(zip(weights, biases, activations))
     out = []
     for layer in layers:
-        if layer.has_params:
+        if layer.has_weights:
             W, b, act = next(params)
             out.append((layer, act, W, b))
         else:

@@ -60,18 +60,25 @@ def json_default(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+# A BatchNorm's arrays in a model file, bn<k>_<name>, in BatchNormParams.FIELDS' order.
+_BN_ARRAYS = ("gamma", "beta", "mean", "var")
+
+
 def save_network(net, path):
     from . import layers
 
     path = _as_path(path, "save")
     arrays = {}
-    for k, (W, b) in enumerate(zip(net.weights, net.biases)):
-        for name, value in ((f"W{k}", W), (f"b{k}", b)):
-            if not np.isfinite(value).all():
-                # load() refuses such a file, so refuse to write it in the first place.
-                raise ValueError(f"cannot save to {path}: {name} contains NaN or infinite "
-                                 "values (did training diverge?)")
-            arrays[name] = np.ascontiguousarray(value)
+    named = [(name, value) for k, (W, b) in enumerate(zip(net.weights, net.biases))
+             for name, value in ((f"W{k}", W), (f"b{k}", b))]
+    named += [(f"bn{k}_{short}", getattr(bn, field)) for k, bn in enumerate(net.batch_norms)
+              for short, field in zip(_BN_ARRAYS, bn.FIELDS)]
+    for name, value in named:
+        if not np.isfinite(value).all():
+            # load() refuses such a file, so refuse to write it in the first place.
+            raise ValueError(f"cannot save to {path}: {name} contains NaN or infinite "
+                             "values (did training diverge?)")
+        arrays[name] = np.ascontiguousarray(value)
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -336,7 +343,8 @@ def _model_member_limit(name):
     header could describe is not knowable yet, so they are checked again after it."""
     if name == "header":
         return MAX_HEADER_BYTES + _NPY_OVERHEAD
-    if re.fullmatch(r"[Wb](0|[1-9][0-9]{0,5})", name):
+    if re.fullmatch(r"[Wb](0|[1-9][0-9]{0,5})", name) or re.fullmatch(
+            r"bn(0|[1-9][0-9]{0,5})_(gamma|beta|mean|var)", name):
         return 1 << 62
     return None
 
@@ -474,10 +482,14 @@ def _expected_arrays(path, header):
             plan = layers.plan(layers.from_json(header["layers"]))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path} has an invalid header: layers: {exc}") from None
-        weighted = [layer for layer in plan if layer.has_params]
+        weighted = [layer for layer in plan if layer.has_weights]
         expected = {}
         for k, layer in enumerate(weighted):
             expected[f"W{k}"], expected[f"b{k}"] = layer.weight_shape, (layer.out_shape[0],)
+        norms = [layer for layer in plan if layer.kind == "batchnorm"]
+        for k, layer in enumerate(norms):
+            for short in _BN_ARRAYS:
+                expected[f"bn{k}_{short}"] = (layer.out_shape[0],)
         return expected
     sizes = header["layer_sizes"]
     if (not isinstance(sizes, list) or len(sizes) < 2 or len(sizes) > 10**6
@@ -666,5 +678,11 @@ def load_network(cls, path, backend="numba"):
     for k in range(len(net.weights)):
         net.weights[k][...] = values[f"W{k}"]
         net.biases[k][...] = values[f"b{k}"]
+    for k, bn in enumerate(net.batch_norms):
+        for short, field in zip(_BN_ARRAYS, bn.FIELDS):
+            if short == "var" and (values[f"bn{k}_var"] < 0).any():
+                raise ValueError(f"{path}: array bn{k}_var (a running variance) holds "
+                                 "negative values")
+            setattr(bn, field, values[f"bn{k}_{short}"])
     net.history = history
     return net

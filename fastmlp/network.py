@@ -18,7 +18,8 @@ from . import layers as layer_specs
 from . import reference
 from ._compiled import physical_memory
 from .history import History
-from .layers import Conv2D, MaxPool2D  # noqa: F401  (re-exported: fastmlp.Conv2D)
+from .layers import (AvgPool2D, BatchNorm, Conv2D, Dropout,  # noqa: F401  (re-exported)
+                     MaxPool2D)
 
 ACTIVATIONS = tuple(reference.ACTIVATIONS)
 COSTS = reference.COSTS
@@ -44,9 +45,44 @@ class _ParamList(list):
         target[...] = value
 
 
+class BatchNormParams:
+    """One BatchNorm layer's numbers, ``(C,)`` each: ``gamma`` and ``beta`` (trained) and
+    ``running_mean``, ``running_var`` (what prediction normalises with). Live views into the
+    network's parameters: writing into them, or assigning an attribute (copied in, shape
+    checked), takes effect."""
+
+    FIELDS = ("gamma", "beta", "running_mean", "running_var")
+
+    def __init__(self, flat, start, channels):
+        views = {name: flat[start + k * channels:start + (k + 1) * channels]
+                 for k, name in enumerate(self.FIELDS)}
+        object.__setattr__(self, "_views", views)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["_views"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        if name not in self.FIELDS:
+            raise AttributeError(f"BatchNorm parameters are {', '.join(self.FIELDS)}, not "
+                                 f"{name!r}")
+        target = self._views[name]
+        value = np.asarray(value)
+        if value.shape != target.shape:
+            raise ValueError(f"{name}: expected shape {target.shape}, got {value.shape}")
+        if name == "running_var" and not (np.all(value >= 0)):
+            raise ValueError("running_var must be >= 0")
+        target[...] = value
+
+    def __repr__(self):
+        return f"BatchNormParams(channels={self.gamma.size})"
+
+
 class Network:
-    """A feed-forward network: dense layers ``z = W a + b``, and convolution and max-pooling
-    layers for images, composed from one layer table.
+    """A feed-forward network: dense layers ``z = W a + b``, and convolution, pooling, batch
+    normalisation and dropout layers, composed from one layer table.
 
     Parameters
     ----------
@@ -54,11 +90,14 @@ class Network:
         The input first, then the layers: ``[784, 128, 10]`` for a dense network, or
         ``[(1, 28, 28), Conv2D(16, 5, padding=2), MaxPool2D(2), 128, 10]`` for a
         convolutional one. The input is an int (features) or a ``(channels, height, width)``
-        shape; ints after it are dense widths; :class:`~fastmlp.layers.Conv2D` and
-        :class:`~fastmlp.layers.MaxPool2D` work on images (PyTorch's conventions). The
-        flatten before the first dense layer is implicit, in ``(C, H, W)`` order.
+        shape; ints after it are dense widths; :class:`~fastmlp.layers.Conv2D`,
+        :class:`~fastmlp.layers.MaxPool2D` and :class:`~fastmlp.layers.AvgPool2D` work on
+        images (PyTorch's conventions); :class:`~fastmlp.layers.BatchNorm` normalises the
+        layer before it (its activation comes after the BatchNorm) and
+        :class:`~fastmlp.layers.Dropout` drops inputs while training. The flatten before the
+        first dense layer is implicit, in ``(C, H, W)`` order.
     activations : sequence of str, optional
-        One per layer with parameters (dense and conv) from ``relu, sigmoid, tanh, softmax,
+        One per layer with weights (dense and conv) from ``relu, sigmoid, tanh, softmax,
         identity, exp``. Default: ReLU hidden layers and the cost's output activation
         (softmax for cross-entropy, identity for MSE).
     cost : {"cross_entropy", "mse", "binary_cross_entropy", "poisson"}
@@ -72,7 +111,8 @@ class Network:
     ``X`` is ``(n, features)``; for an image input also ``(n, C, H, W)`` or, with one
     channel, ``(n, H, W)``. ``weights[k]`` of a dense layer is ``(n_out, n_in)``, of a conv
     layer ``(filters, in_channels, kh, kw)``; ``biases[k]`` is ``(n_out,)`` / ``(filters,)``.
-    Pooling layers have no entry.
+    Other layers have no entry there; ``batch_norms[k]`` holds the k-th BatchNorm's γ, β and
+    running statistics.
     """
 
     def __init__(self, layer_sizes: Sequence, activations: Sequence[str] | None = None,
@@ -86,14 +126,14 @@ class Network:
         self._layers = layer_specs.plan(layer_sizes)
         specs = list(layer_sizes)
         self.layers = [layer_specs.normalize_input(specs[0])] + [
-            s if isinstance(s, (Conv2D, MaxPool2D)) else int(s) for s in specs[1:]]
+            s if isinstance(s, layer_specs.SPECS) else int(s) for s in specs[1:]]
         self.layer_sizes = [self._layers[0].n_in] + [layer.n_out for layer in self._layers]
         self.cost = check.choice("cost", cost, COSTS)
         self.backend = check.choice("backend", backend, BACKENDS)
         if not isinstance(dtype, str) and dtype in (np.float32, np.float64):
             dtype = np.dtype(dtype).name  # np.float32 as well as "float32"
         self.dtype = np.dtype(check.DTYPES[check.choice("dtype", dtype, tuple(check.DTYPES))])
-        n_weighted = sum(layer.has_params for layer in self._layers)
+        n_weighted = sum(layer.has_weights for layer in self._layers)
         if activations is None:
             output = reference.OUTPUT_FOR_COST.get(cost, "identity")
             activations = ["relu"] * (n_weighted - 1) + [output]
@@ -103,8 +143,8 @@ class Network:
             except TypeError:
                 pass  # not a sequence: reported just below
         if not isinstance(activations, list) or len(activations) != n_weighted:
-            raise ValueError(f"activations must list one name per layer with parameters "
-                             f"({n_weighted}), got {activations!r}")
+            raise ValueError(f"activations must list one name per layer with weights "
+                             f"(dense and conv: {n_weighted}), got {activations!r}")
         self.activations = [check.choice("activation", a, ACTIVATIONS) for a in activations]
         if "softmax" in self.activations[:-1]:
             raise ValueError("softmax is only supported as the output activation")
@@ -129,10 +169,7 @@ class Network:
     # --- parameters -----------------------------------------------------------------------
 
     def _allocate(self):
-        # The layer table's activation column holds each layer's code; the numpy backend
-        # never reads it, so the names' codes come from a table that needs no numba.
-        codes = [layout.ACTIVATION_CODES[a] for a in self.activations]
-        self._table, n_params = layer_specs.table(self._layers, codes)
+        self._table, n_params = layer_specs.table(self._layers, self.activations)
         need = n_params * self.dtype.itemsize
         if need > physical_memory():
             raise ValueError(f"this network has {n_params:,} parameters, "
@@ -141,13 +178,17 @@ class Network:
         self._params = np.zeros(n_params, dtype=self.dtype)
         weights, biases = self._param_views(self._params)
         self._weights, self._biases = _ParamList(weights), _ParamList(biases)
+        self._batch_norms = [
+            BatchNormParams(self._params, start, layer.out_shape[0])
+            for layer, start in zip(self._layers, self._table[:, layout.PARAM])
+            if layer.kind == "batchnorm"]
 
     def _param_views(self, flat):
         """``(weights, biases)``: views of a flat vector in the parameter layout (the
         parameters themselves, or a gradient) in the public shapes."""
         weights, biases = [], []
         for layer, start in zip(self._layers, self._table[:, layout.PARAM]):
-            if not layer.has_params:
+            if not layer.has_weights:
                 continue
             n_w = int(np.prod(layer.weight_shape))
             block = flat[start:start + n_w]
@@ -159,9 +200,27 @@ class Network:
             biases.append(flat[start + n_w:start + n_w + layer.out_shape[0]])
         return weights, biases
 
+    def _trainable_views(self, flat):
+        """A pair of views of a flat vector (parameters, or a gradient) for every layer with
+        trainable parameters, in layer order: ``(W, b)`` in the public shapes, a BatchNorm's
+        ``(γ, β)`` (:meth:`gradients`' order)."""
+        weights, biases = self._param_views(flat)
+        weighted = iter(zip(weights, biases))
+        pairs = []
+        for layer, start in zip(self._layers, self._table[:, layout.PARAM]):
+            if layer.has_weights:
+                pairs.append(next(weighted))
+            elif layer.kind == "batchnorm":
+                c = layer.out_shape[0]
+                pairs.append((flat[start:start + c], flat[start + c:start + 2 * c]))
+        return pairs
+
     def _initialize(self):
-        """He-normal for ReLU layers, Glorot-uniform otherwise; zero biases."""
-        weighted = [layer for layer in self._layers if layer.has_params]
+        """He-normal for ReLU layers, Glorot-uniform otherwise; zero biases. BatchNorm: γ 1,
+        β 0, running mean 0, running variance 1 (PyTorch's)."""
+        for bn in self._batch_norms:
+            bn.gamma[...] = bn.running_var[...] = 1
+        weighted = [layer for layer in self._layers if layer.has_weights]
         for W, name, layer in zip(self._weights, self.activations, weighted):
             fan_in = layer.fan_in
             fan_out = W.shape[0] * (fan_in // W.shape[1] if layer.kind == "conv" else 1)
@@ -199,6 +258,12 @@ class Network:
             target[i] = v
 
     @property
+    def batch_norms(self) -> list[BatchNormParams]:
+        """One entry per BatchNorm layer: its ``gamma``, ``beta``, ``running_mean`` and
+        ``running_var``, live views (see :class:`BatchNormParams`)."""
+        return self._batch_norms
+
+    @property
     def n_inputs(self) -> int:
         return self.layer_sizes[0]
 
@@ -218,22 +283,32 @@ class Network:
         return layer_specs.is_plain_mlp(self.layers)
 
     def summary(self) -> str:
-        """A table of the layers: kind, output shape, parameter count; and the total."""
+        """A table of the layers: kind (and the activation applied to its output), output
+        shape, parameter count; and the total. A BatchNorm's count reads ``γ,β + running``:
+        its trained scale and shift, and the running mean and variance it keeps."""
         rows = [("layer", "output shape", "parameters")]
         first = self.layers[0]
         rows.append(("input", str(first if isinstance(first, tuple) else (first,)), "0"))
-        acts = iter(self.activations)
-        for layer in self._layers:
+        names = layer_specs.row_activations(self._layers, self.activations)
+        for layer, act in zip(self._layers, names):
             if layer.kind == "dense":
-                name, shape = f"Dense({layer.n_out}) {next(acts)}", (layer.n_out,)
+                name, shape = f"Dense({layer.n_out})", (layer.n_out,)
             else:
-                name = repr(layer.spec) + (f" {next(acts)}" if layer.has_params else "")
-                shape = layer.out_shape
-            rows.append((name, str(shape), f"{layer.n_params:,}"))
+                name, shape = repr(layer.spec), layer.out_shape
+            if layer.kind == "dropout" and layer.out_shape[1:] == (1, 1):
+                shape = (layer.n_out,)
+            count = f"{layer.n_trainable:,}"
+            if layer.kind == "batchnorm":
+                shape = shape if layer.out_shape[1:] != (1, 1) else (layer.n_out,)
+                count += f" + {layer.n_params - layer.n_trainable:,} running"
+            rows.append((name + ("" if act is None else f" {act}"), str(shape), count))
         width = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c:>{width[2]}}" for a, b, c in rows]
-        lines.append(f"total: {self._params.size:,} parameters ({self.dtype.name}, "
-                     f"{self._params.nbytes / 2**20:.2f} MiB)")
+        trained = sum(layer.n_trainable for layer in self._layers)
+        running = self._params.size - trained
+        lines.append(f"total: {trained:,} parameters"
+                     + (f" + {running:,} running statistics" if running else "")
+                     + f" ({self.dtype.name}, {self._params.nbytes / 2**20:.2f} MiB)")
         return "\n".join(lines)
 
     def __getstate__(self):
@@ -241,7 +316,7 @@ class Network:
         # views are rebuilt over them on unpickling (pickled views would come back as
         # detached copies), and the per-thread predict cache is not carried at all.
         state = self.__dict__.copy()
-        for key in ("_backend", "_weights", "_biases", "_table"):
+        for key in ("_backend", "_weights", "_biases", "_batch_norms", "_table"):
             state.pop(key, None)
         return state
 
@@ -268,13 +343,17 @@ class Network:
         Y, _ = check.targets(Y, X.shape[0], self.n_outputs, self.dtype)
         return X, Y
 
-    def forward(self, X: ArrayLike) -> list[np.ndarray]:
+    def forward(self, X: ArrayLike, training: bool = False) -> list[np.ndarray]:
         """Every layer's output for X: ``[a¹, ..., aᴸ]`` (the last is ``predict_proba``),
-        each ``(n, width)`` with images flattened in ``(C, H, W)`` order."""
+        each ``(n, width)`` with images flattened in ``(C, H, W)`` order.
+
+        ``training=True`` is the pass training makes, less its randomness: BatchNorm layers
+        normalise with X's own statistics (their running ones are not changed), and no
+        dropout is applied."""
         X = self._check_X(X)
         if isinstance(X, check.CSR):
             X = X.toarray()
-        return self._backend.forward(X)
+        return self._backend.forward(X, _flag("training", training))
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """The network's output ŷ for every row of X, shape ``(n, n_outputs)``."""
@@ -291,28 +370,34 @@ class Network:
         return out.argmax(axis=1)
 
     def loss(self, X: ArrayLike, Y: ArrayLike, l2: float = 0.0,
-             sample_weight: ArrayLike | None = None) -> float:
-        """Mean cost over the samples (weighted by ``sample_weight``) plus ``l2/2 Σ‖W‖²``."""
+             sample_weight: ArrayLike | None = None, training: bool = False) -> float:
+        """Mean cost over the samples (weighted by ``sample_weight``) plus ``l2/2 Σ‖W‖²``.
+        ``training=True``: the training-mode cost that :meth:`gradients` differentiates
+        (BatchNorm normalises with X's own statistics; see :meth:`forward`)."""
         l2 = check.real("l2", l2, low=0)
+        training = _flag("training", training)
         X, Y = self._check_XY(X, Y)
         sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
-        return self._cost_and_output(X, Y, sample_weight)[0] + reference.l2_penalty(
+        return self._cost_and_output(X, Y, sample_weight, training)[0] + reference.l2_penalty(
             self._weights, l2)
 
-    def _cost_and_output(self, X, Y, sample_weight=None):
+    def _cost_and_output(self, X, Y, sample_weight=None, training=False):
         """``(mean data cost, ŷ)`` from one forward pass over checked X and target rows Y."""
-        total, out = self._backend.predict(X, Y, sample_weight)
+        total, out = self._backend.predict(X, Y, sample_weight, training)
         return total / _weight_sum(X.shape[0], sample_weight), out
 
     def gradients(self, X: ArrayLike, Y: ArrayLike, l2: float = 0.0,
                   sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2, sample_weight)``, shaped like the
-        parameters."""
+        """``[(∂C/∂W, ∂C/∂b), ...]`` of ``loss(X, Y, l2, sample_weight, training=True)``,
+        shaped like the parameters: a pair for every layer with trainable parameters, in
+        layer order — ``(∂C/∂γ, ∂C/∂β)`` for a BatchNorm (its statistics span all of X; for a
+        network without BatchNorm the training-mode loss is :meth:`loss`)."""
         l2 = check.real("l2", l2, low=0)
         X, Y = self._check_XY(X, Y)
         sample_weight = check.sample_weights(sample_weight, X.shape[0], self.dtype)
         flat = self._backend.gradient(X, Y, l2, sample_weight)
-        return [(np.ascontiguousarray(dW), db.copy()) for dW, db in zip(*self._param_views(flat))]
+        return [(np.ascontiguousarray(dW), db.copy())
+                for dW, db in self._trainable_views(flat)]
 
     def evaluate(self, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
         """``{"loss": mean cost, "accuracy": fraction classified right}`` on (X, y): argmax
@@ -405,7 +490,7 @@ class Network:
 
     def fit(self, X: ArrayLike, y: ArrayLike, epochs: int = 10, batch_size: int = 64,
             learning_rate: float = 0.1, optimizer: str = "sgd", l2: float = 0.0,
-            dropout: float = 0.0, validation_data: tuple | None = None, shuffle: bool = True,
+            dropout: float | Sequence[float] = 0.0, validation_data: tuple | None = None, shuffle: bool = True,
             verbose: bool = True, *, momentum: float = 0.9, nesterov: bool = False,
             beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
             schedule: str | Callable = "constant", validation_split: float = 0.0,
@@ -417,7 +502,11 @@ class Network:
         ``y`` is integer labels ``(n,)`` or targets ``(n, n_outputs)``. ``optimizer`` is
         ``sgd``, ``momentum`` (``momentum``, ``nesterov``) or ``adam`` (``beta1``, ``beta2``,
         ``epsilon``). ``dropout`` is the probability of zeroing each hidden unit during
-        training (inverted dropout: kept units are scaled by 1/(1-p)). ``schedule`` is ``constant``, ``cosine`` (to zero over the epochs) or
+        training (inverted dropout: kept units are scaled by 1/(1-p)): a shorthand for a
+        :class:`~fastmlp.layers.Dropout` after every hidden layer with weights (after its
+        BatchNorm), beside any Dropout layers of the network's own; a list gives one rate per
+        hidden layer with weights.
+        ``schedule`` is ``constant``, ``cosine`` (to zero over the epochs) or
         ``step`` (halved every third of the epochs), or a callable
         ``schedule(epoch, learning_rate, history) -> rate for this epoch``.
         ``validation_data=(X_val, y_val)`` adds validation loss/accuracy per epoch;
@@ -450,7 +539,7 @@ class Network:
         if not callable(schedule):
             schedule = check.choice("schedule", schedule, SCHEDULES)
         l2 = check.real("l2", l2, low=0)
-        dropout = check.real("dropout", dropout, low=0, high=1, high_open=True)
+        dropout = self._check_dropout(dropout)
         momentum = check.real("momentum", momentum, low=0, high=1, high_open=True)
         beta1 = check.real("beta1", beta1, low=0, high=1, high_open=True)
         beta2 = check.real("beta2", beta2, low=0, high=1, high_open=True)
@@ -542,6 +631,18 @@ class Network:
                 self._params[...] = best["best_params"]
         return history
 
+    def _check_dropout(self, dropout):
+        """fit's ``dropout``: a rate in [0, 1), or a list of one per hidden layer with
+        weights."""
+        n_hidden = sum(layer.has_weights for layer in self._layers) - 1
+        if isinstance(dropout, (list, tuple, np.ndarray)):
+            rates = list(np.asarray(dropout, dtype=object).ravel())
+            if len(rates) != n_hidden:
+                raise ValueError(f"dropout must be a rate or one rate per hidden layer with "
+                                 f"weights ({n_hidden}), got {len(rates)} rates")
+            return [check.real("dropout", r, low=0, high=1, high_open=True) for r in rates]
+        return check.real("dropout", dropout, low=0, high=1, high_open=True)
+
     def _validation_set(self, X, Y, sample_weight, validation_data, validation_split):
         """``(X, Y, sample_weight, validation)`` for fit: checked ``validation_data``, or a
         random ``validation_split`` held out of the training rows (None without either)."""
@@ -601,6 +702,12 @@ def _backend(net):
     from ._compiled import CompiledBackend
 
     return CompiledBackend(net)
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _weight_sum(n, sample_weight):

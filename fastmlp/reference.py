@@ -30,12 +30,30 @@ the gradient flows back to the winner alone (summed where overlapping windows sh
 
     z[c, i, j] = max_{u,v} a[c, i·s + u, j·s + v],    ∂C/∂a[winner of (c, i, j)] += δ[c, i, j]
 
+Average pooling shares each window's gradient equally among its ``k²`` inputs:
+
+    z[c, i, j] = mean_{u,v} a[c, i·s + u, j·s + v],    ∂C/∂a[c, i·s + u, j·s + v] += δ[c, i, j] / k²
+
+Batch normalisation (after a layer ``z`` with weights, per channel ``c``; its statistics run
+over the batch and every position, ``m`` values per channel) comes before that layer's
+activation:
+
+    x̂ = (z - μ) / √(σ² + ε),    y = γ x̂ + β,    a = f(y)
+    ∂C/∂β = Σ δ,    ∂C/∂γ = Σ δ x̂,    ∂C/∂z = γ / (m √(σ² + ε)) · (m δ - ∂C/∂β - x̂ ∂C/∂γ)
+
+(δ = ∂C/∂y). Training uses the batch's mean and biased variance, and moves the running
+statistics towards them (``r ← (1 - momentum) r + momentum · batch``, the variance's unbiased
+estimate ``σ² m / (m - 1)``); prediction uses the running ones. Dropout (a layer, or fit's
+shorthand on hidden layers' outputs) multiplies by a mask while training (below).
+
 Every function here is vectorized over the batch and takes the parameters as lists of arrays
-in the public layout. This is ``Network(backend="numpy")``, and the compiled kernels in
+in the public layout (BatchNorm's: objects with ``gamma, beta, running_mean, running_var``). This is ``Network(backend="numpy")``, and the compiled kernels in
 :mod:`fastmlp.kernels` are tested against it.
 """
 
 import numpy as np
+
+from . import layers as layer_specs
 
 # --- activations --------------------------------------------------------------------------
 # Derivatives are written in terms of the activation's *output* a = f(z): that is all the
@@ -150,59 +168,143 @@ def dropout_mask(p, key, step, layer, shape, dtype):
 
 
 # --- forward ------------------------------------------------------------------------------
+# mode: "predict" (BatchNorm's running statistics, no dropout), "batch" (the batch's own
+# statistics, no dropout: the training-mode cost whose gradient Network.gradients gives) or
+# "train" (a training step: batch statistics, which also move the running ones, and dropout).
+MODES = ("predict", "batch", "train")
 
 
-def forward(weights, biases, activations, X, dropout=0.0, key=0, step=0, layers=None):
-    """Return ``(zs, acts)``: every layer's pre-activation and ``[a⁰ = X, a¹, ..., aᴸ]``.
+def forward(weights, biases, activations, X, dropout=0.0, key=0, step=0, layers=None,
+            norms=(), mode="predict"):
+    """Return ``(zs, acts)``: every layer's output before its activation and
+    ``[a⁰ = X, a¹, ..., aᴸ]``.
 
-    ``layers`` describes a network with convolution or pooling (the records of
-    :func:`fastmlp.layers.plan`); without it every layer is dense. Batches stay flat rows
-    ``(n, C·H·W)`` between layers. With ``dropout > 0`` (training) the outputs of hidden layers
-    with parameters are multiplied by their dropout mask.
+    ``layers`` describes the network (the records of :func:`fastmlp.layers.plan`); without it
+    every layer is dense. Batches stay flat rows ``(n, C·H·W)`` between layers. ``norms``
+    holds the BatchNorm layers' parameters. In ``mode="train"`` a layer's output is
+    multiplied by its dropout mask (a Dropout layer's rate, and ``dropout`` — fit's shorthand
+    — on every hidden layer with weights) and BatchNorm's running statistics are updated in
+    place.
     """
+    layers = _plan(layers, weights)
+    names = layer_specs.row_activations(layers, activations)
+    rates = layer_specs.dropout_rates(layers, dropout if mode == "train" else 0.0)
+    weighted, norms = iter(zip(weights, biases)), iter(norms)
     zs, acts = [], [X]
     a = X
-    kinds = _kinds(layers, len(weights))
-    params = iter(zip(weights, biases, activations))
-    for index, kind in enumerate(kinds):
+    for index, (layer, name, rate) in enumerate(zip(layers, names, rates)):
         n = a.shape[0]
-        if kind == "pool":
-            spec = layers[index].spec
-            z = maxpool2d(a.reshape(n, *layers[index].in_shape), spec.size,
-                          spec.stride)[0].reshape(n, -1)
-            zs.append(z)
-            acts.append(z)
-            a = z
-            continue
-        W, b, name = next(params)
-        if kind == "conv":
-            spec = layers[index].spec
-            z = conv2d(a.reshape(n, *layers[index].in_shape), W, b, spec.stride,
-                       spec.padding).reshape(n, -1)
-        else:
+        image = a.reshape(n, *layer.in_shape)
+        spec = layer.spec
+        if layer.kind == "dense":
+            W, b = next(weighted)
             z = a @ W.T + b
-        a = ACTIVATIONS[name][0](z)
-        if dropout and index < len(kinds) - 1:
-            a = a * dropout_mask(dropout, key, step, index, a.shape, a.dtype)
+        elif layer.kind == "conv":
+            W, b = next(weighted)
+            z = conv2d(image, W, b, spec.stride, spec.padding)
+        elif layer.kind == "pool":
+            z = maxpool2d(image, spec.size, spec.stride)[0]
+        elif layer.kind == "avgpool":
+            z = avgpool2d(image, spec.size, spec.stride)
+        elif layer.kind == "batchnorm":
+            z = _batchnorm_layer(image, next(norms), spec, mode)
+        else:  # dropout: the mask below
+            z = a
+        z = z.reshape(n, -1)
+        a = z if name is None else ACTIVATIONS[name][0](z)
+        if mode == "train" and rate:
+            a = a * dropout_mask(rate, key, step, index, a.shape, a.dtype)
         zs.append(z)
         acts.append(a)
     return zs, acts
 
 
-def _kinds(layers, n_weights):
-    return ["dense"] * n_weights if layers is None else [layer.kind for layer in layers]
+def _plan(layers, weights):
+    """The layer records; for a plain MLP given as its weights alone, from their shapes."""
+    if layers is not None:
+        return layers
+    return layer_specs.plan([weights[0].shape[1]] + [W.shape[0] for W in weights])
 
 
-def predict_proba(weights, biases, activations, X, layers=None):
-    return forward(weights, biases, activations, X, layers=layers)[1][-1]
+def _batchnorm_layer(z, bn, spec, mode):
+    """:func:`batchnorm` of ``z`` with the statistics ``mode`` calls for."""
+    if mode == "predict":
+        return batchnorm(z, bn.gamma, bn.beta, bn.running_mean, bn.running_var, spec.eps)
+    mean, var = batch_statistics(z)
+    if mode == "train":
+        m = z.size // z.shape[1]
+        bn.running_mean[...] = (1 - spec.momentum) * bn.running_mean + spec.momentum * mean
+        if m > 1:  # (one value says nothing about the variance)
+            bn.running_var[...] = (1 - spec.momentum) * bn.running_var + \
+                spec.momentum * var * m / (m - 1)
+    return batchnorm(z, bn.gamma, bn.beta, mean, var, spec.eps)
+
+
+def predict_proba(weights, biases, activations, X, layers=None, norms=()):
+    return forward(weights, biases, activations, X, layers=layers, norms=norms)[1][-1]
+
+
+# --- batch normalisation and average pooling ----------------------------------------------
+# z is (n, C, H, W) (a dense layer's output as (n, C, 1, 1)); statistics are per channel over
+# the batch and every position, computed in float64.
+
+
+def _per_channel(v):
+    return np.asarray(v, dtype=np.float64).reshape(1, -1, 1, 1)
+
+
+def batch_statistics(z):
+    """Per channel: the mean and the biased variance of ``z``'s values (float64)."""
+    return z.mean(axis=(0, 2, 3), dtype=np.float64), z.var(axis=(0, 2, 3), dtype=np.float64)
+
+
+def batchnorm(z, gamma, beta, mean, var, eps):
+    """``y = γ (z - μ) / √(σ² + ε) + β``, per channel."""
+    x_hat = (z - _per_channel(mean)) / np.sqrt(_per_channel(var) + eps)
+    return (_per_channel(gamma) * x_hat + _per_channel(beta)).astype(z.dtype)
+
+
+def batchnorm_backward(z, gamma, delta, eps):
+    """``(∂C/∂z, ∂C/∂γ, ∂C/∂β)`` of :func:`batchnorm` with the batch's own statistics, given
+    ``delta = ∂C/∂y``."""
+    mean, var = batch_statistics(z)
+    inv = 1 / np.sqrt(_per_channel(var) + eps)
+    x_hat = (z - _per_channel(mean)) * inv
+    m = z.size // z.shape[1]
+    d_beta = delta.sum(axis=(0, 2, 3), dtype=np.float64)
+    d_gamma = (delta * x_hat).sum(axis=(0, 2, 3))
+    dz = _per_channel(gamma) * inv / m * (m * delta - _per_channel(d_beta)
+                                          - x_hat * _per_channel(d_gamma))
+    return dz.astype(z.dtype), d_gamma.astype(z.dtype), d_beta.astype(z.dtype)
+
+
+def avgpool2d(X, size, stride=None):
+    """``Z[c, i, j] = mean_{u,v} X[c, i·s + u, j·s + v]`` over ``size x size`` windows."""
+    kh, kw = _pair(size)
+    win = _windows(X, kh, kw, _pair(size if stride is None else stride))
+    return win.mean(axis=(4, 5), dtype=np.float64).astype(X.dtype)
+
+
+def avgpool2d_backward(delta, input_shape, size, stride=None):
+    """``∂C/∂X`` of :func:`avgpool2d`: each output's δ shared equally by its window (summed
+    where windows overlap)."""
+    (kh, kw), (sh, sw) = _pair(size), _pair(size if stride is None else stride)
+    dX = np.zeros(input_shape, dtype=delta.dtype)
+    oh, ow = delta.shape[2:]
+    share = delta / (kh * kw)
+    for u in range(kh):
+        for v in range(kw):
+            dX[:, :, u:u + sh * oh:sh, v:v + sw * ow:sw] += share
+    return dX
 
 
 # --- cost ---------------------------------------------------------------------------------
 
 
-def loss(weights, biases, activations, cost, X, Y, l2=0.0, layers=None):
+def loss(weights, biases, activations, cost, X, Y, l2=0.0, layers=None, norms=(),
+         mode="predict"):
     """Mean cost over the batch, plus ``l2/2 Σ‖W‖²``. ``Y`` holds one target row per sample."""
-    zs, acts = forward(weights, biases, activations, X, layers=layers)
+    zs, acts = forward(weights, biases, activations, X, layers=layers, norms=norms, mode=mode)
     return batch_loss(cost, zs[-1], acts[-1], Y) + l2_penalty(weights, l2)
 
 
@@ -231,60 +333,71 @@ def output_delta(cost, activation, out, Y, sample_weight=None):
 
 
 def gradients(weights, biases, activations, cost, X, Y, l2=0.0, forward_pass=None,
-              dropout=0.0, key=0, step=0, layers=None, sample_weight=None):
-    """Return ``[(∂C/∂W, ∂C/∂b), ...]`` for every layer with parameters, by the chain rule.
+              dropout=0.0, key=0, step=0, layers=None, sample_weight=None, norms=(),
+              mode="batch"):
+    """Return ``[(∂C/∂W, ∂C/∂b), ...]`` by the chain rule: a pair for every layer with
+    trainable parameters, in order (BatchNorm's is ``(∂C/∂γ, ∂C/∂β)``), of the training-mode
+    cost (batch statistics; ``mode="train"`` with the dropout masks of ``dropout, key,
+    step`` too, see :func:`forward`).
 
     ``forward_pass`` may carry ``(zs, acts)`` already computed (training reuses it for the
-    loss); with dropout it must be the pass made with the same ``dropout, key, step``.
+    loss): the pass made with the same ``mode, dropout, key, step``.
     """
+    layers = _plan(layers, weights)
     if forward_pass is None:
-        forward_pass = forward(weights, biases, activations, X, dropout, key, step, layers)
+        forward_pass = forward(weights, biases, activations, X, dropout, key, step, layers,
+                               norms, mode)
     zs, acts = forward_pass
-    kinds = _kinds(layers, len(weights))
-    # Which parameter set (and activation) each layer has; None for pooling.
-    param_of, count = [], 0
-    for kind in kinds:
-        param_of.append(None if kind == "pool" else count)
-        count += kind != "pool"
+    names = layer_specs.row_activations(layers, activations)
+    rates = layer_specs.dropout_rates(layers, dropout if mode == "train" else 0.0)
+    if mode != "train":
+        rates = [0.0] * len(layers)
+    # Each layer's parameters: (W, b), a BatchNorm's parameter object, or None.
+    weighted, norm_iter = iter(weights), iter(norms)
+    params = [next(weighted) if layer.has_weights else next(norm_iter)
+              if layer.kind == "batchnorm" else None for layer in layers]
     delta = output_delta(cost, activations[-1], acts[-1], Y, sample_weight)
-    grads = [None] * len(weights)
-    for index in reversed(range(len(kinds))):
-        kind, p, a_in = kinds[index], param_of[index], acts[index]
+    grads = {}
+    for index in reversed(range(len(layers))):
+        layer, a_in, spec = layers[index], acts[index], layers[index].spec
         n = a_in.shape[0]
-        if kind == "pool":
-            shape = (n, *layers[index].in_shape)
-            spec = layers[index].spec
-            argmax = maxpool2d(a_in.reshape(shape), spec.size, spec.stride)[1]
-            grad_a = maxpool2d_backward(delta.reshape(n, *layers[index].out_shape), argmax,
-                                        shape).reshape(n, -1)
-        else:
-            W = weights[p]
-            if kind == "conv":
-                spec = layers[index].spec
-                dX, dW, db = conv2d_backward(a_in.reshape(n, *layers[index].in_shape), W,
-                                             delta.reshape(n, *layers[index].out_shape),
-                                             spec.stride, spec.padding)
-                grad_a = dX.reshape(n, -1)
-            else:
-                dW, db = delta.T @ a_in, delta.sum(axis=0)
-                grad_a = delta @ W
+        image = a_in.reshape(n, *layer.in_shape)
+        delta_image = delta.reshape(n, *layer.out_shape)
+        if layer.kind == "dense":
+            W = params[index]
+            dW, db = delta.T @ a_in, delta.sum(axis=0)
+            grad_a = delta @ W
+        elif layer.kind == "conv":
+            W = params[index]
+            grad_a, dW, db = conv2d_backward(image, W, delta_image, spec.stride, spec.padding)
+        elif layer.kind == "pool":
+            argmax = maxpool2d(image, spec.size, spec.stride)[1]
+            grad_a = maxpool2d_backward(delta_image, argmax, image.shape)
+        elif layer.kind == "avgpool":
+            grad_a = avgpool2d_backward(delta_image, image.shape, spec.size, spec.stride)
+        elif layer.kind == "batchnorm":
+            grad_a, d_gamma, d_beta = batchnorm_backward(image, params[index].gamma,
+                                                         delta_image, spec.eps)
+            grads[index] = (d_gamma, d_beta)
+        else:  # dropout: its mask is applied below, as the layer below's
+            grad_a = delta
+        if layer.has_weights:
             if l2:
                 dW = dW + W.dtype.type(l2) * W
-            grads[p] = (dW, db)
+            grads[index] = (dW, db)
         if index == 0:
             break
+        grad_a = grad_a.reshape(n, -1)
         below = index - 1
-        if param_of[below] is None:
-            delta = grad_a  # pooling has no activation
-            continue
-        name = activations[param_of[below]]
-        if dropout:
+        if rates[below]:
             # a = f(z) ⊙ mask: the gradient passes through the mask, and f' is taken at
             # the activation before dropout.
-            grad_a = grad_a * dropout_mask(dropout, key, step, below, a_in.shape, a_in.dtype)
-            a_in = ACTIVATIONS[name][0](zs[below])
-        delta = activation_backward(name, a_in, grad_a)
-    return grads
+            grad_a = grad_a * dropout_mask(rates[below], key, step, below, a_in.shape,
+                                           a_in.dtype)
+        name = names[below]
+        delta = grad_a if name is None else activation_backward(
+            name, ACTIVATIONS[name][0](zs[below]), grad_a)
+    return [grads[k] for k in sorted(grads)]
 
 
 # --- update -------------------------------------------------------------------------------
@@ -326,7 +439,7 @@ def update(optimizer, params, grads, state, learning_rate, momentum=0.9, nestero
 
 def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, learning_rate,
                 l2=0.0, optimizer="sgd", state=None, dropout=0.0, key=0, layers=None,
-                sample_weight=None, l2_per_weight=False, **hyper):
+                sample_weight=None, l2_per_weight=False, norms=(), **hyper):
     """One pass over ``X[order]`` in mini-batches.
 
     Returns ``(mean training cost, fraction of samples classified right)``, both measured
@@ -335,25 +448,41 @@ def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, lea
     L2 term by the batch's weight sum (its size without weights): scikit-learn's ``alpha``.
     """
     state = {} if state is None else state
+    layers = _plan(layers, weights)
+    params = trainable_parameters(layers, weights, biases, norms)
     total, correct = 0.0, 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         xb, yb = X[idx], Y[idx]
         wb = None if sample_weight is None else sample_weight[idx]
         step = state.get("step", 0)
-        zs, acts = forward(weights, biases, activations, xb, dropout, key, step, layers)
+        zs, acts = forward(weights, biases, activations, xb, dropout, key, step, layers, norms,
+                           mode="train")
         costs = sample_costs(cost, zs[-1], acts[-1], yb)
         total += float(np.sum(costs if wb is None else wb * costs))
         correct += int(np.sum(classified_right(cost, acts[-1], yb)))
         l2_batch = l2 / (len(idx) if wb is None else float(np.sum(wb))) if l2_per_weight \
             else l2
         grads = gradients(weights, biases, activations, cost, xb, yb, l2_batch, (zs, acts),
-                          dropout, key, step, layers, wb)
+                          dropout, key, step, layers, wb, norms, mode="train")
         flat_grads = [g for pair in grads for g in pair]
-        params = [p for pair in zip(weights, biases) for p in pair]
         update(optimizer, params, flat_grads, state, learning_rate, **hyper)
     n_total = len(order) if sample_weight is None else float(np.sum(sample_weight[order]))
     return total / n_total, correct / len(order)
+
+
+def trainable_parameters(layers, weights, biases, norms=()):
+    """Every trainable array in layer order, as :func:`gradients` lists their gradients:
+    ``W, b`` of a layer with weights, ``γ, β`` of a BatchNorm."""
+    weighted, norms = iter(zip(weights, biases)), iter(norms)
+    params = []
+    for layer in layers:
+        if layer.has_weights:
+            params.extend(next(weighted))
+        elif layer.kind == "batchnorm":
+            bn = next(norms)
+            params.extend((bn.gamma, bn.beta))
+    return params
 
 
 def classified_right(cost, out, Y):
@@ -487,7 +616,7 @@ def maxpool2d_backward(delta, argmax, input_shape):
 class ReferenceBackend:
     """This module run as a :class:`fastmlp.network.Network` backend (``backend="numpy"``):
     the same methods as :class:`fastmlp._compiled.CompiledBackend`, over the network's public
-    weights and biases. Sparse input is read densified."""
+    weights, biases and BatchNorm parameters. Sparse input is read densified."""
 
     def __init__(self, net):
         self.net = net
@@ -496,15 +625,16 @@ class ReferenceBackend:
         net = self.net
         return net._weights, net._biases, net.activations
 
-    def _layers(self):
-        return None if self.net.is_mlp else self.net._layers
+    def forward(self, X, training=False):
+        net = self.net
+        return forward(*self._args(), _dense(X), layers=net._layers, norms=net.batch_norms,
+                       mode="batch" if training else "predict")[1][1:]
 
-    def forward(self, X):
-        return forward(*self._args(), _dense(X), layers=self.net._layers)[1][1:]
-
-    def predict(self, X, Y=None, sample_weight=None):
+    def predict(self, X, Y=None, sample_weight=None, training=False):
         """``(summed (weighted) data cost or 0, ŷ)``."""
-        zs, acts = forward(*self._args(), _dense(X), layers=self._layers())
+        net = self.net
+        zs, acts = forward(*self._args(), _dense(X), layers=net._layers, norms=net.batch_norms,
+                           mode="batch" if training else "predict")
         if Y is None:
             return 0.0, acts[-1]
         costs = sample_costs(self.net.cost, zs[-1], acts[-1], Y)
@@ -515,10 +645,11 @@ class ReferenceBackend:
         net = self.net
         flat = np.zeros_like(net._params)
         pairs = gradients(*self._args(), net.cost, _dense(X), Y, l2,
-                          sample_weight=sample_weight, layers=self._layers())
-        for (W, b), (dW, db) in zip(zip(*net._param_views(flat)), pairs):
-            W[...] = dW
-            b[...] = db
+                          sample_weight=sample_weight, layers=net._layers,
+                          norms=net.batch_norms)
+        for (p, q), (dp, dq) in zip(net._trainable_views(flat), pairs):
+            p[...] = dp
+            q[...] = dq
         return flat
 
     def trainer(self, X, Y, batch_size, optimizer, settings, sample_weight):
@@ -550,8 +681,8 @@ class ReferenceTrainer:
         cost, accuracy = train_epoch(
             net._weights, net._biases, net.activations, net.cost, self.X, self.Y, order,
             self.batch_size, lr, s["l2"], self.optimizer, self.state, s["dropout"], s["key"],
-            layers=None if net.is_mlp else net._layers, sample_weight=self.sample_weight,
-            l2_per_weight=s["l2_per_weight"], momentum=s["momentum"],
+            layers=net._layers, sample_weight=self.sample_weight,
+            l2_per_weight=s["l2_per_weight"], norms=net.batch_norms, momentum=s["momentum"],
             nesterov=s["nesterov"], beta1=s["beta1"], beta2=s["beta2"], epsilon=s["eps"])
         bar.update(order.size)
         return cost, accuracy

@@ -69,8 +69,7 @@ How it maps onto scikit-learn, and where it differs:
   bookkeeping (scikit-learn's raises an AttributeError).
 * **dropout** (beyond scikit-learn, stochastic solvers only): ``dropout=p`` zeroes each
   hidden unit with probability ``p`` during training (inverted dropout: kept units are scaled
-  by ``1/(1-p)``, so prediction needs no change). A sequence gives one rate per hidden layer;
-  until :class:`fastmlp.Network` takes per-layer rates they must all be equal.
+  by ``1/(1-p)``, so prediction needs no change). A sequence gives one rate per hidden layer.
 * ``coefs_[k]`` (``(n_in, n_out)``, scikit-learn's layout) and ``intercepts_[k]`` are views of
   the network's parameters: ``coefs_[k] is`` the transpose of ``network_.weights[k]``.
   Editing them in place, or replacing them, changes the model. ``network_`` is the
@@ -199,10 +198,11 @@ class _BaseMLP(BaseEstimator):
         return [int(h) for h in hidden]
 
     def _dropout_rate(self, n_hidden):
-        """The network's dropout rate from ``dropout`` (a float, or one per hidden layer)."""
+        """The network's dropout from ``dropout``: a rate, or a list of one per hidden
+        layer."""
         rates = self.dropout
         if isinstance(rates, numbers.Real):
-            rates = [float(rates)] * n_hidden
+            rate = float(rates)
         else:
             rates = [r for r in np.asarray(rates, dtype=object).ravel()]
             if len(rates) != n_hidden or any(
@@ -210,14 +210,11 @@ class _BaseMLP(BaseEstimator):
                     or not 0 <= r < 1 for r in rates):
                 raise ValueError(f"dropout must be a float in [0, 1) or one such float per "
                                  f"hidden layer ({n_hidden}), got {self.dropout!r}")
-            if len(set(rates)) > 1:
-                raise ValueError(f"dropout={self.dropout!r}: different rates per hidden layer "
-                                 "are not supported yet by fastmlp.Network; give one float")
-        rate = rates[0] if rates else 0.0
-        if rate and self.solver == "lbfgs":
+            rate = [float(r) for r in rates]
+        if any(rate if isinstance(rate, list) else [rate]) and self.solver == "lbfgs":
             raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver "
                              "(solver='adam' or 'sgd'); lbfgs minimizes the deterministic loss")
-        return float(rate)
+        return rate
 
     # --- the network and the public views of it ---------------------------------------------
 

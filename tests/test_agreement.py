@@ -282,7 +282,7 @@ def test_dropout_changes_training_but_not_inference(backend):
     # ...which a dropout mask (any step's) would change.
     for step in (0, 1):
         masked = reference.forward(*params, X, dropout=0.5, key=dropped._dropout_key,
-                                   step=step)[1][-1]
+                                   step=step, mode="train")[1][-1]
         assert np.abs(masked - unmasked).max() > 1e-2
 
 

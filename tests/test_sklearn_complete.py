@@ -321,11 +321,26 @@ def test_dropout_trains_and_changes_the_steps(digits):
 @pytest.mark.parametrize("dropout, match", [
     (1.0, "'dropout' parameter"), (-0.1, "'dropout' parameter"),
     ((0.1, 0.2, 0.3), r"one such float per hidden layer \(2\)"),
-    ((0.1, 0.2), "different rates per hidden layer"),
 ])
 def test_bad_dropout(digits, dropout, match):
     with pytest.raises(ValueError, match=match):
         MLPClassifier(hidden_layer_sizes=(8, 8), dropout=dropout).fit(*digits)
+
+
+def test_dropout_per_hidden_layer(digits):
+    """A list gives each hidden layer its own rate: (0, 0.5) drops only the second layer's
+    units, so it trains differently from (0.5, 0) and from no dropout, and the network's
+    fit gets the same list."""
+    X, y = digits
+    params = dict(hidden_layer_sizes=(16, 16), max_iter=3, random_state=0, batch_size=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = {rates: MLPClassifier(dropout=rates, **params).fit(X, y)
+                for rates in ((0.0, 0.0), (0.0, 0.5), (0.5, 0.0), (0.5, 0.5))}
+    assert max_difference(fits[(0.0, 0.0)], MLPClassifier(**params).fit(X, y)) == 0
+    for a, b in [((0.0, 0.5), (0.5, 0.0)), ((0.0, 0.5), (0.0, 0.0)), ((0.5, 0.0), (0.5, 0.5))]:
+        assert max_difference(fits[a], fits[b]) > 1e-3
+    assert all(np.isfinite(f.loss_) for f in fits.values())
 
 
 def test_dropout_needs_a_stochastic_solver(digits):

@@ -1,8 +1,8 @@
 """One batch through the network: forward, output cost, backward to every gradient.
 
 The network is a layer table (:mod:`fastmlp._layout`): the loops here walk its rows and call the
-dense, convolution or pooling kernels for each, through :mod:`.threads`, which splits each
-layer's work between threads. Layer outputs live in one flat workspace ``ws.acts`` (layer
+dense, convolution, pooling, batch-normalisation or dropout kernels for each, the products
+through :mod:`.threads`, which splits each layer's work between threads. Layer outputs live in one flat workspace ``ws.acts`` (layer
 ``l`` from ``n · Σ_{k<l} width_k``, shape ``(n, width_l)``); pooling remembers its winners in
 ``ws.argmax`` the same way.
 
@@ -28,21 +28,23 @@ from numba.extending import overload
 
 from .activations import activate, activation_backward, apply_dropout, dropout_backward
 from .conv import maxpool_backward, maxpool_forward
+from .normalize import avgpool_backward, avgpool_forward, batchnorm_backward, batchnorm_forward
 from .costs import output_delta
 from .dense import (column_sums, csr_rows_transposed, dense_to_csr, fill_rows, gather_rows,
                     scaled_copy)
 from .threads import (convolve, convolve_backward, matmul, matmul_nt, sparse_matmul,
                       transposed)
-from .._layout import (ACT, CONV, DENSE, IN_C, IN_H, IN_W, KH, KIND, KW, OUT_C, OUT_H, OUT_W,
-                     PARAM, POOL)
+from .._layout import (ACT, AVGPOOL, BATCHNORM, CONV, DENSE, IN_C, IN_H, IN_W, KH,
+                       KIND, KW, OUT_C, OUT_H, OUT_W, PARAM, POOL, TRAIN)
 
 NARROW = 16
 
 
 # --- compile what is used ------------------------------------------------------------------
-# A network without convolutions (pooling) has ``ws.conv`` (``ws.argmax``) set to None; these
-# calls then compile to nothing, so an MLP never waits for the convolution code to compile.
-# (numba types each call for the workspace it gets: the choice is made at compile time.)
+# A network without image layers has ``ws.conv`` and ``ws.argmax`` set to None, one without
+# BatchNorm ``ws.norm``; these calls then compile to nothing, so an MLP never waits for the
+# convolution code to compile. (numba types each call for the workspace it gets: the choice
+# is made at compile time.)
 
 
 def _has(ws, field):
@@ -63,6 +65,54 @@ def pool_layer_forward(prev, row, Z, ws, table, layer, n):
 
 def pool_layer_backward(delta, row, upstream, ws, table, layer, n):
     """Max-pooling backward (:func:`.conv.maxpool_backward`)."""
+
+
+def avgpool_layer_forward(prev, row, Z, ws):
+    """Average pooling forward (:func:`.normalize.avgpool_forward`)."""
+
+
+def avgpool_layer_backward(delta, row, upstream, ws):
+    """Average pooling backward (:func:`.normalize.avgpool_backward`)."""
+
+
+def batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer):
+    """Batch normalisation forward (:func:`.normalize.batchnorm_forward`), the batch's
+    statistics kept in ``ws.norm``."""
+
+
+def batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table, layer):
+    """Batch normalisation backward (:func:`.normalize.batchnorm_backward`)."""
+
+
+@overload(avgpool_layer_forward)
+def _avgpool_layer_forward(prev, row, Z, ws):
+    if not _has(ws, "conv"):
+        return lambda prev, row, Z, ws: None
+    return lambda prev, row, Z, ws: avgpool_forward(prev, row, Z)
+
+
+@overload(avgpool_layer_backward)
+def _avgpool_layer_backward(delta, row, upstream, ws):
+    if not _has(ws, "conv"):
+        return lambda delta, row, upstream, ws: None
+    return lambda delta, row, upstream, ws: avgpool_backward(delta, row, upstream)
+
+
+@overload(batchnorm_layer_forward)
+def _batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer):
+    if not _has(ws, "norm"):
+        return lambda prev, Z, params, row, mode, ws, table, layer: None
+    return lambda prev, Z, params, row, mode, ws, table, layer: batchnorm_forward(
+        prev, Z, params, row, mode, norm_stats(ws, table, layer))
+
+
+@overload(batchnorm_layer_backward)
+def _batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table, layer):
+    if not _has(ws, "norm"):
+        return lambda prev, delta, params, grads, row, upstream, ws, table, layer: None
+    return lambda prev, delta, params, grads, row, upstream, ws, table, layer: \
+        batchnorm_backward(prev, delta, params, grads, row, norm_stats(ws, table, layer),
+                           upstream)
 
 
 @overload(conv_layer_forward)
@@ -147,6 +197,17 @@ def pool_winners(ws, table, layer, n):
 
 
 @njit(inline="always")
+def norm_stats(ws, table, layer):
+    """BatchNorm layer ``layer``'s batch statistics in the workspace: mean, then
+    ``1/√(σ² + eps)``, one per channel each."""
+    start = 0
+    for k in range(layer):
+        if table[k, KIND] == BATCHNORM:
+            start += 2 * table[k, OUT_C]
+    return ws.norm[start:start + 2 * table[layer, OUT_C]]
+
+
+@njit(inline="always")
 def first_input(inp, rows, contiguous, ws, table):
     """The first layer's dense input ``(n, n_in)`` and whether it goes in from CSR instead:
     ``(x, sparse, csr_rows)``. Sparse dense rows are compressed into the workspace's CSR block
@@ -183,13 +244,15 @@ def first_csr(inp, sparse_from_block, ws):
 
 
 @njit(inline="always")
-def forward(params, table, inp, rows, contiguous, ws, dropout, key, step, threads):
+def forward(params, table, inp, rows, contiguous, ws, rates, key, step, mode, threads):
     """Every layer's output for ``X[rows]`` into the workspace; the last layer is left
     *before* its activation so that the cost can fuse it (softmax + cross-entropy). Returns
     that last view and whether the first layer went in from CSR (see :func:`first_input`).
 
-    With ``dropout > 0`` hidden layers with parameters get the dropout mask of
-    ``(key, step)``. Each layer's work is split between ``threads`` (:mod:`.threads`)."""
+    ``mode`` (``layout.PREDICT``, ``BATCH_STATS``, ``TRAIN``) says which statistics
+    BatchNorm uses and whether it updates its running ones; in TRAIN a layer whose dropout
+    rate ``rates[layer]`` is above 0 gets the dropout mask of ``(key, step)``. Each layer's
+    work is split between ``threads`` (:mod:`.threads`)."""
     n = rows.size
     n_layers = table.shape[0]
     x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, table)
@@ -213,27 +276,34 @@ def forward(params, table, inp, rows, contiguous, ws, dropout, key, step, thread
         elif kind == CONV:
             W, b = layer_params(params, row)
             conv_layer_forward(prev, W, b, row, Z, ws, threads)
-        else:
+        elif kind == POOL:
             pool_layer_forward(prev, row, Z, ws, table, layer, n)
-        if layer < n_layers - 1 and kind != POOL:
+        elif kind == AVGPOOL:
+            avgpool_layer_forward(prev, row, Z, ws)
+        elif kind == BATCHNORM:
+            batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer)
+        else:  # dropout: the mask below, in training
+            Z[:] = prev
+        if layer < n_layers - 1 and row[ACT] >= 0:
             activate(row[ACT], Z)
-            if dropout > 0:
-                apply_dropout(Z, dropout, key, step, layer, 0)
+        if mode == TRAIN and rates[layer] > 0:
+            apply_dropout(Z, rates[layer], key, step, layer, 0)
         prev = Z
     return prev, sparse
 
 
 @njit(inline="always")
 def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, ws, grads,
-              dropout, key, step, threads):
+              rates, key, step, mode, threads):
     """Fill ``grads`` (flat, parameter layout) with ∂C/∂θ + l2 θ of the cost of ``X[rows]``
     *divided by weight_sum* (the batch's size, without sample weights: its mean cost).
-    ``w_batch`` holds the rows' sample weights, or nothing.
+    ``w_batch`` holds the rows' sample weights, or nothing; ``rates, key, step, mode`` are
+    :func:`forward`'s (``mode`` TRAIN or BATCH_STATS).
 
     Returns the summed (weighted) data cost of these rows."""
     n = rows.size
     n_layers = table.shape[0]
-    out, sparse = forward(params, table, inp, rows, False, ws, dropout, key, step, threads)
+    out, sparse = forward(params, table, inp, rows, False, ws, rates, key, step, mode, threads)
     last = table[n_layers - 1]
     delta = view2d(ws.delta_a, 0, n, out_width(last))
     total = output_delta(cost, last[ACT], out, Y_batch, w_batch, weight_sum, delta)
@@ -282,15 +352,23 @@ def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, 
             scaled_copy(dW, W, l2)
             db[:] = 0
             conv_layer_backward(prev, W, delta, row, dW, db, upstream, layer > 0, ws, threads)
-        elif layer > 0:  # (pooling the input itself: nothing below needs a gradient)
-            pool_layer_backward(delta, row, upstream, ws, table, layer, n)
+        elif kind == BATCHNORM:  # (never the first layer: it follows a layer with weights)
+            batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table,
+                                     layer)
+        elif layer > 0:  # (below the first layer nothing needs a gradient)
+            if kind == POOL:
+                pool_layer_backward(delta, row, upstream, ws, table, layer, n)
+            elif kind == AVGPOOL:
+                avgpool_layer_backward(delta, row, upstream, ws)
+            else:  # dropout: its mask is applied just below, as the layer below's
+                upstream[:] = delta
         if layer == 0:
             break
         below = table[layer - 1]
-        if below[KIND] != POOL:
-            # δ of the layer below: its ∂C/∂a through dropout's mask and f'(a).
-            if dropout > 0:
-                dropout_backward(prev, upstream, dropout, key, step, layer - 1, 0)
+        # δ of the layer below: its ∂C/∂a through its dropout mask and f'(a).
+        if mode == TRAIN and rates[layer - 1] > 0:
+            dropout_backward(prev, upstream, rates[layer - 1], key, step, layer - 1, 0)
+        if below[ACT] >= 0:
             activation_backward(below[ACT], prev, upstream)
         spare_is_b = not spare_is_b
         delta = upstream
@@ -298,12 +376,13 @@ def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, 
 
 
 @njit(inline="always")
-def infer(params, table, cost, inp, rows, Y_batch, w_batch, ws, threads):
+def infer(params, table, cost, inp, rows, Y_batch, w_batch, ws, mode, threads):
     """ŷ for ``X[rows]`` (consecutive rows) in the workspace; with targets (``Y_batch``
     non-empty) also returns their summed data cost (weighted by ``w_batch`` when that is not
-    empty), else 0. Returns ``(ŷ view, cost)``."""
+    empty), else 0. Returns ``(ŷ view, cost)``. ``mode``: PREDICT, or BATCH_STATS to
+    normalise with these rows' own statistics (no dropout either way)."""
     n = rows.size
-    out, _ = forward(params, table, inp, rows, True, ws, 0.0, 0, 0, threads)
+    out, _ = forward(params, table, inp, rows, True, ws, ws.grads[:0], 0, 0, mode, threads)
     last = table[table.shape[0] - 1]
     if Y_batch.shape[0] == 0:
         activate(last[ACT], out)

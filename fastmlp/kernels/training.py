@@ -14,6 +14,7 @@ from numba import njit
 
 from .backprop import gradients, layer_output, view2d
 from .costs import BINARY_CROSS_ENTROPY, count_correct
+from .._layout import BATCH_STATS, TRAIN
 from .optimizers import ADAM, adam_rate
 from .threads import optimizer_step
 
@@ -59,7 +60,7 @@ def train(params, table, cost, inp, Y, sample_weight, order, batch_size, first_b
         targets, w, weight_sum = _gather_batch(Y, sample_weight, rows, ws)
         l2 = cfg.l2 / weight_sum if cfg.l2_per_weight else cfg.l2
         total += gradients(params, table, cost, inp, rows, targets, w, weight_sum, l2, ws,
-                           ws.grads, cfg.dropout, cfg.key, step, threads)
+                           ws.grads, cfg.rates, cfg.key, step, TRAIN, threads)
         out = layer_output(ws, table, n_layers - 1, n)
         correct += count_correct(out, targets, cost == BINARY_CROSS_ENTROPY)
         rate = adam_rate(cfg.lr, cfg.beta1, cfg.beta2, step) if cfg.optimizer == ADAM \
@@ -73,7 +74,9 @@ def train(params, table, cost, inp, Y, sample_weight, order, batch_size, first_b
 def gradient(params, table, cost, inp, Y, sample_weight, order, chunk, l2, ws, out, threads):
     """``out <-`` the gradient of the mean (weighted) cost over the rows ``order`` plus
     ``l2/2 Σ‖W‖²``, worked through in chunks of ``chunk`` rows (the workspace's size) whose
-    gradients are added in order. Returns the summed (weighted) data cost."""
+    gradients are added in order (a network with BatchNorm takes all rows as one chunk: its
+    statistics span the batch). Training-mode cost: batch statistics, no dropout. Returns
+    the summed (weighted) data cost."""
     n = order.size
     weight_sum = float(n)
     if sample_weight.size:
@@ -86,8 +89,8 @@ def gradient(params, table, cost, inp, Y, sample_weight, order, chunk, l2, ws, o
         targets, w, _ = _gather_batch(Y, sample_weight, rows, ws)
         first = start == 0
         total += gradients(params, table, cost, inp, rows, targets, w, weight_sum,
-                           l2 if first else 0.0, ws, out if first else ws.grads, 0.0, 0, 0,
-                           threads)
+                           l2 if first else 0.0, ws, out if first else ws.grads, out[:0], 0, 0,
+                           BATCH_STATS, threads)
         if not first:
             g = ws.grads
             for i in range(out.size):
