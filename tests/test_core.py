@@ -24,12 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 THREAD_COUNTS = """
 import json, numpy as np, fastmlp
-from fastmlp import Conv2D, MaxPool2D
+from fastmlp import AvgPool2D, BatchNorm, Conv2D, Dropout, MaxPool2D
 rng = np.random.default_rng(0)
 cases = {
     "mlp": ([30, 40, 24, 5], rng.random((150, 30)) * (rng.random((150, 30)) > 0.7)),
     "cnn": ([(2, 9, 9), Conv2D(12, 3, padding=1), MaxPool2D(2), Conv2D(7, 2, stride=2), 11, 4],
             rng.random((70, 162))),
+    # BatchNorm's statistics span the whole batch whatever the thread count
+    "layers": ([(2, 9, 9), Conv2D(12, 3, padding=1), BatchNorm(), AvgPool2D(2, 1),
+                Dropout(0.2), 40, BatchNorm(), Dropout(0.3), 4], rng.random((70, 162))),
 }
 out = {}
 for name, (spec, X) in cases.items():
@@ -44,6 +47,7 @@ for name, (spec, X) in cases.items():
                     l2=0.01, dropout=0.1, verbose=False)
             grads = net.gradients(X, y, l2=0.1)
             results.append([net._params.tobytes().hex(), net.predict_proba(X).tobytes().hex(),
+                            net.forward(X, training=True)[-1].tobytes().hex(),
                             b"".join(g.tobytes() for pair in grads for g in pair).hex()])
     ref = fastmlp.Network(spec, dtype="float64", seed=3, backend="numpy")
     ref.fit(X, y, epochs=2, batch_size=64, optimizer="adam", learning_rate=0.01, l2=0.01,

@@ -4,6 +4,7 @@ on random networks (both modes, every gradient, training), and the specs' checks
 public views."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,3 +351,19 @@ def test_float32_training_with_the_new_layers_learns():
     after = net.evaluate(X, y)["accuracy"]
     assert after > max(0.9, before)
     assert all(math.isfinite(v) for v in net.history.loss)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_models_saved_by_0_2_0_load_and_predict_the_same(backend):
+    """tests/data holds a CNN and an MLP saved by fastmlp 0.2.0 (before these layer kinds),
+    with the predictions 0.2.0's numpy backend made."""
+    folder = Path(__file__).parent / "data"
+    expected = np.load(folder / "predictions-0.2.0.npz")
+    X = expected["X"]
+    cnn = Network.load(folder / "cnn-0.2.0.npz", backend=backend)
+    mlp = Network.load(folder / "mlp-0.2.0.npz", backend=backend)
+    assert cnn.batch_norms == [] and mlp.is_mlp
+    tol = 0 if backend == "numpy" else 1e-6
+    np.testing.assert_allclose(cnn.predict_proba(X), expected["cnn"], rtol=0, atol=tol)
+    np.testing.assert_allclose(mlp.predict_proba(X.reshape(len(X), -1)), expected["mlp"],
+                               rtol=0, atol=tol)

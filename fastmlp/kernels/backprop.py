@@ -28,12 +28,12 @@ from numba.extending import overload
 
 from .activations import activate, activation_backward, apply_dropout, dropout_backward
 from .conv import maxpool_backward, maxpool_forward
-from .normalize import avgpool_backward, avgpool_forward, batchnorm_backward, batchnorm_forward
+from .normalize import avgpool_backward, avgpool_forward
 from .costs import output_delta
 from .dense import (column_sums, csr_rows_transposed, dense_to_csr, fill_rows, gather_rows,
                     scaled_copy)
-from .threads import (convolve, convolve_backward, matmul, matmul_nt, sparse_matmul,
-                      transposed)
+from .threads import (convolve, convolve_backward, matmul, matmul_nt, normalize,
+                      normalize_backward, sparse_matmul, transposed)
 from .._layout import (ACT, AVGPOOL, BATCHNORM, CONV, DENSE, IN_C, IN_H, IN_W, KH,
                        KIND, KW, OUT_C, OUT_H, OUT_W, PARAM, POOL, TRAIN)
 
@@ -75,13 +75,14 @@ def avgpool_layer_backward(delta, row, upstream, ws):
     """Average pooling backward (:func:`.normalize.avgpool_backward`)."""
 
 
-def batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer):
-    """Batch normalisation forward (:func:`.normalize.batchnorm_forward`), the batch's
-    statistics kept in ``ws.norm``."""
+def batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer, threads):
+    """Batch normalisation forward (:func:`.threads.normalize`), the batch's statistics kept
+    in ``ws.norm``."""
 
 
-def batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table, layer):
-    """Batch normalisation backward (:func:`.normalize.batchnorm_backward`)."""
+def batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table, layer,
+                             threads):
+    """Batch normalisation backward (:func:`.threads.normalize_backward`)."""
 
 
 @overload(avgpool_layer_forward)
@@ -99,20 +100,24 @@ def _avgpool_layer_backward(delta, row, upstream, ws):
 
 
 @overload(batchnorm_layer_forward)
-def _batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer):
+def _batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer, threads):
     if not _has(ws, "norm"):
-        return lambda prev, Z, params, row, mode, ws, table, layer: None
-    return lambda prev, Z, params, row, mode, ws, table, layer: batchnorm_forward(
-        prev, Z, params, row, mode, norm_stats(ws, table, layer))
+        return lambda prev, Z, params, row, mode, ws, table, layer, threads: None
+    return lambda prev, Z, params, row, mode, ws, table, layer, threads: normalize(
+        prev, Z, params, row, mode, norm_stats(ws, table, layer), threads)
 
 
 @overload(batchnorm_layer_backward)
-def _batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table, layer):
+def _batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table, layer,
+                              threads):
     if not _has(ws, "norm"):
-        return lambda prev, delta, params, grads, row, upstream, ws, table, layer: None
-    return lambda prev, delta, params, grads, row, upstream, ws, table, layer: \
-        batchnorm_backward(prev, delta, params, grads, row, norm_stats(ws, table, layer),
-                           upstream)
+        return lambda prev, delta, params, grads, row, upstream, ws, table, layer, threads: \
+            None
+
+    def impl(prev, delta, params, grads, row, upstream, ws, table, layer, threads):
+        normalize_backward(prev, delta, params, grads, row, norm_stats(ws, table, layer),
+                           upstream, threads)
+    return impl
 
 
 @overload(conv_layer_forward)
@@ -281,7 +286,7 @@ def forward(params, table, inp, rows, contiguous, ws, rates, key, step, mode, th
         elif kind == AVGPOOL:
             avgpool_layer_forward(prev, row, Z, ws)
         elif kind == BATCHNORM:
-            batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer)
+            batchnorm_layer_forward(prev, Z, params, row, mode, ws, table, layer, threads)
         else:  # dropout: the mask below, in training
             Z[:] = prev
         if layer < n_layers - 1 and row[ACT] >= 0:
@@ -354,7 +359,7 @@ def gradients(params, table, cost, inp, rows, Y_batch, w_batch, weight_sum, l2, 
             conv_layer_backward(prev, W, delta, row, dW, db, upstream, layer > 0, ws, threads)
         elif kind == BATCHNORM:  # (never the first layer: it follows a layer with weights)
             batchnorm_layer_backward(prev, delta, params, grads, row, upstream, ws, table,
-                                     layer)
+                                     layer, threads)
         elif layer > 0:  # (below the first layer nothing needs a gradient)
             if kind == POOL:
                 pool_layer_backward(delta, row, upstream, ws, table, layer, n)

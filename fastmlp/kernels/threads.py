@@ -15,14 +15,16 @@ register tiles, at least its ``MR`` rows, so that a part takes the same code pat
 whole: the path decides the order of a sum).
 
 This is the only module that knows about threads: the kernels in :mod:`.dense`,
-:mod:`.conv` and :mod:`.training` take the buffers they work on.
+:mod:`.conv`, :mod:`.normalize` and :mod:`.training` take the buffers they work on.
 """
 
 from numba import njit, prange
 
 from .conv import GROUP, conv_forward, conv_input_gradient, conv_weight_gradient
 from .dense import MR, gemm, gemm_nt, spmm, transpose
+from .normalize import batchnorm_backward, batchnorm_forward
 from .optimizers import update
+from .._layout import OUT_C
 
 # Rows of a product per thread, at least (and at least gemm's MR: see the module docstring).
 MIN_ROWS = max(16, MR)
@@ -215,3 +217,42 @@ def optimizer_step(cfg, rate, params, grads, state1, state2, threads):
         update(cfg, rate, params, grads, state1, state2, 0, params.size)
     else:
         _update_split(cfg, rate, params, grads, state1, state2, parts)
+
+
+# Batch normalisation: each thread takes whole channels (a channel's statistics are sums over
+# the whole batch, in one order whatever the thread count).
+
+
+@njit(parallel=True)
+def _normalize_split(Z, Y, params, row, mode, stats, parts):
+    C = row[OUT_C]
+    for t in prange(parts):
+        batchnorm_forward(Z, Y, params, row, mode, stats, t * C // parts, (t + 1) * C // parts)
+
+
+@njit
+def normalize(Z, Y, params, row, mode, stats, threads):
+    """:func:`.normalize.batchnorm_forward`, channels split between threads."""
+    parts = parts_of(threads, row[OUT_C], 1, 2 * Z.size)
+    if parts == 1:
+        batchnorm_forward(Z, Y, params, row, mode, stats, 0, row[OUT_C])
+    else:
+        _normalize_split(Z, Y, params, row, mode, stats, parts)
+
+
+@njit(parallel=True)
+def _normalize_backward_split(Z, delta, params, grads, row, stats, dZ, parts):
+    C = row[OUT_C]
+    for t in prange(parts):
+        batchnorm_backward(Z, delta, params, grads, row, stats, dZ, t * C // parts,
+                           (t + 1) * C // parts)
+
+
+@njit
+def normalize_backward(Z, delta, params, grads, row, stats, dZ, threads):
+    """:func:`.normalize.batchnorm_backward`, channels split between threads."""
+    parts = parts_of(threads, row[OUT_C], 1, 2 * Z.size)
+    if parts == 1:
+        batchnorm_backward(Z, delta, params, grads, row, stats, dZ, 0, row[OUT_C])
+    else:
+        _normalize_backward_split(Z, delta, params, grads, row, stats, dZ, parts)
