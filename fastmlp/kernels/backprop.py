@@ -27,10 +27,10 @@ from numba import njit, types
 from numba.extending import overload
 
 from .activations import activate, activation_backward, apply_dropout, dropout_backward
+from .augment import gather_batch
 from .conv import maxpool_backward, maxpool_forward
 from .costs import output_delta
-from .dense import (column_sums, csr_rows_transposed, dense_to_csr, fill_rows, gather_rows,
-                    scaled_copy)
+from .dense import column_sums, csr_rows_transposed, dense_to_csr, fill_rows, scaled_copy
 from .threads import (convolve, convolve_backward, matmul, matmul_nt, sparse_matmul,
                       transposed)
 from .._layout import (ACT, CONV, DENSE, IN_C, IN_H, IN_W, KH, KIND, KW, OUT_C, OUT_H, OUT_W,
@@ -147,10 +147,12 @@ def pool_winners(ws, table, layer, n):
 
 
 @njit(inline="always")
-def first_input(inp, rows, contiguous, ws, table):
+def first_input(inp, rows, contiguous, ws, table, key, step):
     """The first layer's dense input ``(n, n_in)`` and whether it goes in from CSR instead:
     ``(x, sparse, csr_rows)``. Sparse dense rows are compressed into the workspace's CSR block
-    (``csr_rows`` then indexes that block; for caller CSR it is ``rows`` itself)."""
+    (``csr_rows`` then indexes that block; for caller CSR it is ``rows`` itself). Gathered
+    rows are augmented when ``inp.augment`` says so (:mod:`.augment`, random numbers of
+    ``(key, step)``)."""
     n = rows.size
     n_in = in_width(table[0])
     x = view2d(ws.xbuf, 0, n, n_in)
@@ -159,7 +161,7 @@ def first_input(inp, rows, contiguous, ws, table):
     if contiguous:
         x = inp.X[rows[0]:rows[0] + n]
     else:
-        gather_rows(inp.X, rows, x)
+        gather_batch(inp, rows, x, key, step)
     if table[0, KIND] != DENSE or n == 0:
         return x, False, rows
     nonzeros = 0
@@ -192,7 +194,7 @@ def forward(params, table, inp, rows, contiguous, ws, dropout, key, step, thread
     ``(key, step)``. Each layer's work is split between ``threads`` (:mod:`.threads`)."""
     n = rows.size
     n_layers = table.shape[0]
-    x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, table)
+    x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, table, key, step)
     indptr, indices, data = first_csr(inp, sparse and not inp.use_csr, ws)
     prev = x
     for layer in range(n_layers):
