@@ -255,3 +255,51 @@ def labels_array(arr, n_classes, name="y"):
                              f"has {n_classes} outputs, so labels must be in "
                              f"0..{n_classes - 1}")
     return arr.astype(np.int64)
+
+
+AUGMENT_KEYS = ("shift", "rotate", "scale")
+
+
+def augmentation(augment, input_shape, X):
+    """``fit(augment=...)`` as a ``layout.Augment``, or None when off (None, 0, or a dict of
+    zeros). ``augment`` is the largest shift in pixels, or a dict with keys ``shift`` (int),
+    ``rotate`` (degrees) and ``scale`` (a fraction), each optional; it needs an image
+    ``input_shape`` ``(C, H, W)`` and dense ``X`` (checked)."""
+    from ._layout import Augment
+
+    if augment is None:
+        return None
+    if isinstance(augment, numbers.Integral) and not isinstance(augment, bool):
+        augment = {"shift": augment}
+    if not isinstance(augment, dict):
+        shown = repr(augment)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ValueError(f"augment must be None, an int (the largest shift in pixels) or a "
+                         f"dict with keys {', '.join(AUGMENT_KEYS)}; got {shown} "
+                         f"({type(augment).__name__})")
+    unknown = [k for k in augment if k not in AUGMENT_KEYS]
+    if unknown:
+        raise ValueError(f"augment has unknown key{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}; the keys are "
+                         f"{', '.join(AUGMENT_KEYS)}")
+    limit = max(input_shape[1:]) if input_shape is not None else None
+    shift = augment.get("shift", 0)
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Integral) or shift < 0 or (
+            limit is not None and shift > limit):
+        bound = f"0..{limit}" if limit is not None else ">= 0"
+        raise ValueError(f"augment shift must be a whole number of pixels in {bound}, got "
+                         f"{shift!r}")
+    rotate = real("augment rotate (degrees)", augment.get("rotate", 0.0), low=0, high=180)
+    scale = real("augment scale (a fraction)", augment.get("scale", 0.0), low=0, high=1,
+                 high_open=True)
+    if shift == 0 and rotate == 0 and scale == 0:
+        return None
+    if input_shape is None:
+        raise ValueError(f"augment needs an image input: this network's input is "
+                         f"{X.shape[1]} features; give it as a (channels, height, width) "
+                         f"shape, e.g. Network([(1, 28, 28), 512, 256, 10])")
+    if isinstance(X, CSR):
+        raise ValueError("augment needs dense X: the images are moved as their rows are "
+                         "gathered, and sparse rows are not (pass X.toarray())")
+    C, H, W = input_shape
+    return Augment(int(shift), rotate, scale, int(C), int(H), int(W))

@@ -179,16 +179,17 @@ class CompiledBackend:
         self._local = threading.local()  # one inference workspace per Python thread
         self._most_rows = None  # rows per inference block (see _block)
 
-    def _input(self, X, predicting=False):
+    def _input(self, X, predicting=False, augment=None):
         """The first layer's input (a ``layout.Input``): checked dense rows, or a checked
-        CSR matrix (scipy sparse input) read without densifying it."""
+        CSR matrix (scipy sparse input) read without densifying it. ``augment`` (training
+        only: a ``layout.Augment``, dense rows) transforms every gathered batch."""
         net = self.net
         if isinstance(X, check.CSR):
             return layout.Input(np.empty((0, net.n_inputs), net.dtype), X.indptr, X.indices,
-                                X.data, True, 0.0)
+                                X.data, True, 0.0, None)
         dense = predicting and X.shape[0] >= SPARSE_PREDICT_ROWS
         return layout.Input(X, _NO_INDPTR, _NO_INDICES, _NO_WEIGHTS[net.dtype.name], False,
-                            0.0 if dense else float(SPARSE_BELOW))
+                            0.0 if dense else float(SPARSE_BELOW), augment)
 
     def _cost_code(self):
         return layout.COST_CODES[self.net.cost]
@@ -292,8 +293,9 @@ class CompiledTrainer:
         self.train = training.train
         # fit's dropout shorthand and the Dropout layers as one rate per layer
         rates = np.array(dropout_rates(net._layers, settings["dropout"]), dtype=np.float64)
-        self.settings = {k: v for k, v in settings.items() if k != "dropout"}
+        self.settings = {k: v for k, v in settings.items() if k not in ("dropout", "augment")}
         self.settings.update(optimizer=optimizers.CODES[optimizer], rates=rates)
+        self.augment = settings.get("augment")
         self.sample_weight = (_NO_WEIGHTS[net.dtype.name] if sample_weight is None
                               else sample_weight)
         ws = getattr(backend, "_train_ws", None)
@@ -311,9 +313,10 @@ class CompiledTrainer:
         cfg = layout.Settings(**dict(self.settings, lr=lr))
         with kernel_call_guard():
             return self.train(net._params, net._table, self.backend._cost_code(),
-                              self.backend._input(self.X), self.Y, self.sample_weight, order,
-                              self.batch_size, first, stop, cfg, state["step"],
-                              state["state1"], state["state2"], self.ws.work, num_threads())
+                              self.backend._input(self.X, augment=self.augment), self.Y,
+                              self.sample_weight, order, self.batch_size, first, stop, cfg,
+                              state["step"], state["state1"], state["state2"], self.ws.work,
+                              num_threads())
 
     def prepare(self, verbose):
         """Compile the training loop for this network's dtype (or load it from numba's

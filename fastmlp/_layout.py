@@ -51,8 +51,18 @@ PREDICT, BATCH_STATS, TRAIN = range(3)
 
 # The first layer's input: dense rows ``X``, or (``use_csr``) a CSR matrix whose rows are the
 # samples (``X`` is then an empty placeholder of the right width). Dense rows of a batch with
-# fewer non-zeros than the fraction ``sparse_below`` go in through a CSR block.
-Input = namedtuple("Input", ["X", "indptr", "indices", "data", "use_csr", "sparse_below"])
+# fewer non-zeros than the fraction ``sparse_below`` go in through a CSR block. ``augment`` is
+# None, or (training only) an ``Augment``: each gathered row is then randomly transformed
+# (kernels/augment.py); None compiles none of that code.
+Input = namedtuple("Input", ["X", "indptr", "indices", "data", "use_csr", "sparse_below",
+                             "augment"])
+
+# Data augmentation of image rows ``(channels, height, width)``, flattened: a random integer
+# shift of up to ``shift`` pixels each way, a rotation of up to ``rotate`` degrees and a
+# scaling by up to ``scale`` (a fraction) either way, about the image centre. Its random
+# numbers are dropout's hash with this ``layer`` counter, which no layer index reaches.
+Augment = namedtuple("Augment", ["shift", "rotate", "scale", "channels", "height", "width"])
+AUGMENT_LAYER = 2**31 - 1
 
 # The workspace of one compiled call (:class:`fastmlp._compiled.Workspace`): flat buffers
 # sized for the most rows the call takes at a time, ``conv`` one row per thread; ``ident`` is

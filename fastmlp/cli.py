@@ -50,6 +50,9 @@ DEFAULT_RECIPE = {
     "schedule": "cosine",
     "l2": 0.0,
     "dropout": 0.2,
+    "augment": 0,  # data augmentation: the largest random shift in pixels (0: none)
+    "rotate": 0.0,  # ... the largest random rotation in degrees
+    "scale": 0.0,  # ... the largest random scaling, a fraction (0.1: 0.9x to 1.1x)
     "validation_split": 0.0,  # held out from the TRAINING set, never the test set
     "early_stopping": None,  # patience in epochs (monitors validation loss), None: off
     "seed": 0,
@@ -74,6 +77,11 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Sneaker", "Bag", "Ankle boot")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm",
                   ".ppm", ".pbm")
+# Recipe keys added after models were first saved with their recipe: a recipe saved without
+# one had it at this value (for the "same recipe replaces the model" rule).
+_LATER_KEYS = {"augment": 0, "rotate": 0.0, "scale": 0.0}
+# The images of every dataset here are 28x28: the largest shift that leaves a pixel.
+_IMAGE_SIDE = 28
 # Options whose value cannot change the numbers a training run produces; --resume accepts
 # new values for these (and for --epochs, which extends or shortens the run).
 _RESUMABLE_CHANGES = ("epochs",)
@@ -232,6 +240,18 @@ def build_parser():
                    help=f"L2 weight decay, adds l2/2*sum(W**2) (default: {r['l2']:g})")
     g.add_argument("--dropout", type=_number(0, 1, high_open=True), default=None,
                    metavar="P", help=f"dropout rate of hidden layers (default: {r['dropout']:g})")
+    g.add_argument("--augment", type=_integer(0, _IMAGE_SIDE,
+                                              f"a number of pixels 0..{_IMAGE_SIDE}"),
+                   default=None, metavar="N",
+                   help="data augmentation: shift each training image by a random whole "
+                        "number of pixels, up to N each way (default: "
+                        f"{_or_none(r['augment'])})")
+    g.add_argument("--rotate", type=_number(0, 180), default=None, metavar="DEG",
+                   help="data augmentation: rotate each training image by a random angle of "
+                        f"up to DEG degrees either way (default: {_or_none(r['rotate'])})")
+    g.add_argument("--scale", type=_number(0, 1, high_open=True), default=None, metavar="F",
+                   help="data augmentation: scale each training image by a random factor in "
+                        f"1-F .. 1+F (default: {_or_none(r['scale'])})")
     g.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without a lower validation loss and keep "
                         "the best weights (needs --validation-split)")
@@ -329,6 +349,10 @@ def build_parser():
     return parser
 
 
+def _or_none(value):
+    return f"{value:g}" if value else "none"
+
+
 def _data_options(group, download=True):
     group.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                        help="data folder (default: $FASTMLP_DATA, else the user cache folder)")
@@ -355,7 +379,7 @@ def _recipe_text(recipe):
     if recipe["optimizer"] == "momentum":
         text += f" --momentum {recipe['momentum']:g}" + (" --nesterov" if recipe["nesterov"]
                                                          else "")
-    for key in ("l2", "dropout", "validation_split"):
+    for key in ("l2", "dropout", "augment", "rotate", "scale", "validation_split"):
         if recipe[key]:
             text += f" --{key.replace('_', '-')} {recipe[key]:g}"
     if recipe["early_stopping"]:
@@ -546,18 +570,34 @@ def _layers(text):
 
 
 def _network_spec(recipe, n_features, n_classes):
-    """``(layer list, activations)`` for Network from a recipe."""
+    """``(layer list, activations)`` for Network from a recipe. An MLP takes its input as
+    an image shape when it trains with augmentation (which moves images)."""
+    side = int(round(n_features ** 0.5))  # every dataset here is square 28x28 images
     if recipe["model"] == "cnn":
         from .layers import Conv2D, parse
 
-        side = int(round(n_features ** 0.5))  # every dataset here is square 28x28 images
         specs = [(1, side, side), *parse(recipe["layers"]), n_classes]
         # one activation per layer with weights: convolutions and dense widths
         n_hidden = sum(isinstance(s, (Conv2D, int)) for s in specs[1:-1])
     else:
-        specs = [n_features, *recipe["hidden"], n_classes]
+        first = (1, side, side) if _augmentation(recipe) else n_features
+        specs = [first, *recipe["hidden"], n_classes]
         n_hidden = len(recipe["hidden"])
     return specs, [recipe["activation"]] * n_hidden + ["softmax"]
+
+
+def _augmentation(recipe):
+    """``Network.fit``'s ``augment`` for a recipe: None when off."""
+    if not (recipe["augment"] or recipe["rotate"] or recipe["scale"]):
+        return None
+    return {"shift": recipe["augment"], "rotate": recipe["rotate"], "scale": recipe["scale"]}
+
+
+def _describe_augmentation(recipe):
+    """``, augment shift 2 rotate 10 scale 0.1`` (the parts that are on), or nothing."""
+    parts = [f"{name} {recipe[key]:g}" for name, key in
+             (("shift", "augment"), ("rotate", "rotate"), ("scale", "scale")) if recipe[key]]
+    return ", augment " + " ".join(parts) if parts else ""
 
 
 def _architecture(net):
@@ -700,7 +740,8 @@ def cmd_train(args):
 
     header = (f"fastmlp: {_describe_network(recipe, sizes)} {recipe['activation']}, "
               f"{recipe['optimizer']} lr {recipe['lr']:g} ({recipe['schedule']}), batch "
-              f"{recipe['batch_size']}, {_plural(total, 'epoch')} on {len(y_fit)} "
+              f"{recipe['batch_size']}{_describe_augmentation(recipe)}, "
+              f"{_plural(total, 'epoch')} on {len(y_fit)} "
               f"{recipe['dataset']} images"
               + (f" (+{len(validation[1])} for validation)" if validation else "")
               + f", {_plural(_threads_in_use(), 'thread')}")
@@ -722,7 +763,8 @@ def cmd_train(args):
                     l2=recipe["l2"], dropout=recipe["dropout"], validation_data=validation,
                     verbose=not args.quiet, momentum=recipe["momentum"],
                     nesterov=recipe["nesterov"], schedule=recipe["schedule"],
-                    early_stopping=recipe["early_stopping"] or 0, callback=callback)
+                    early_stopping=recipe["early_stopping"] or 0, callback=callback,
+                    augment=_augmentation(recipe))
         except KeyboardInterrupt:
             where = ""
             if checkpoint is not None and checkpoint.epoch:
@@ -885,6 +927,8 @@ def _check_default_output(out, recipe):
 
     saved = _sidecar(out).get("recipe")
     current = json.loads(json.dumps(recipe, default=json_default))
+    if isinstance(saved, dict):
+        saved = {**_LATER_KEYS, **saved}
     if isinstance(saved, dict) and {k: saved.get(k) for k in current} == current:
         return
     if isinstance(saved, dict):
@@ -1090,6 +1134,9 @@ _CONFIG_TYPES = {  # checkpoint.json "config": what each recipe value must be
     "schedule": lambda v: v in SCHEDULE_NAMES,
     "l2": lambda v: _is_number(v) and v >= 0,
     "dropout": lambda v: _is_number(v) and 0 <= v < 1,
+    "augment": lambda v: _is_int(v) and 0 <= v <= _IMAGE_SIDE,
+    "rotate": lambda v: _is_number(v) and 0 <= v <= 180,
+    "scale": lambda v: _is_number(v) and 0 <= v < 1,
     "validation_split": lambda v: _is_number(v) and 0 <= v < 1,
     "early_stopping": lambda v: v is None or _count(v),
     "seed": lambda v: _is_int(v) and v >= 0,

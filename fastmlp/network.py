@@ -495,7 +495,8 @@ class Network:
             beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
             schedule: str | Callable = "constant", validation_split: float = 0.0,
             early_stopping: int = 0, callback: Callable | None = None, initial_epoch: int = 0,
-            sample_weight: ArrayLike | None = None, _l2_per_weight: bool = False,
+            sample_weight: ArrayLike | None = None, augment: int | dict | None = None,
+            _l2_per_weight: bool = False,
             _stop_when_exploding: bool = True) -> History:
         """Train with mini-batch gradient descent; returns (and extends) ``self.history``.
 
@@ -523,6 +524,18 @@ class Network:
         scikit-learn drop-ins: each batch's L2 term is divided by its weight sum, as
         scikit-learn's ``alpha``; ``_stop_when_exploding=False`` stops only on non-finite
         values, as scikit-learn does.)
+
+        ``augment`` (off by default) moves every training image at random as its batch is
+        gathered, for a network with an image input ``(C, H, W)`` (an MLP too:
+        ``Network([(1, 28, 28), 512, 10])``) and dense X: an int ``s`` shifts each image
+        by a whole number of pixels in ``-s .. s`` on each axis (pixels are moved, not
+        blurred); a dict ``{"shift": s, "rotate": degrees, "scale": fraction}`` (each key
+        optional) also rotates it by up to ``±degrees`` (at most 180) and scales it by a
+        factor in ``1 ± fraction`` (below 1) about its centre, sampled bilinearly. Pixels
+        from outside the image are 0; every channel gets the same move. The moves come from
+        the network's seed, the update step and the sample's place in its batch: the same
+        seed gives the same batches on both backends and at any thread count. Validation
+        and prediction see the images as they are.
 
         Optimizer state (momentum velocities, Adam moments) carries over to the next ``fit``
         with the same optimizer, so training can continue in pieces; ``reset_optimizer()``
@@ -555,6 +568,7 @@ class Network:
                              f"{callback!r}")
         _warn_if_unscaled(X)
         X, Y = self._check_XY(X, y)
+        augment = check.augmentation(augment, self.input_shape, X)
         sample_weight, weight_scale = check.sample_weights(sample_weight, X.shape[0], self.dtype,
                                                            return_scale=True)
         # scikit-learn's alpha (_l2_per_weight) is divided by each batch's weight sum, which
@@ -570,7 +584,7 @@ class Network:
                         nesterov=bool(nesterov), beta1=beta1, beta2=beta2, eps=epsilon,
                         l2=l2_batch,
                         l2_per_weight=bool(_l2_per_weight), dropout=dropout,
-                        key=self._dropout_key)
+                        key=self._dropout_key, augment=augment)
         trainer = self._backend.trainer(X, Y, batch_size, optimizer, settings, sample_weight)
         history = self.history
         trainer.prepare(verbose)

@@ -54,6 +54,7 @@ in the public layout (BatchNorm's: objects with ``gamma, beta, running_mean, run
 import numpy as np
 
 from . import layers as layer_specs
+from ._layout import AUGMENT_LAYER
 
 # --- activations --------------------------------------------------------------------------
 # Derivatives are written in terms of the activation's *output* a = f(z): that is all the
@@ -165,6 +166,62 @@ def dropout_mask(p, key, step, layer, shape, dtype):
     """``1/(1-p)`` where a unit is kept, 0 where it is dropped."""
     keep = dropout_uniform(key, step, layer, *shape) >= p
     return (keep / (1 - p)).astype(dtype)
+
+
+# --- data augmentation --------------------------------------------------------------------
+# Each image of a training batch is moved by its own random affine map about the image centre
+# c = ((W-1)/2, (H-1)/2): rotated by θ, scaled by s, shifted by the integer d = (dx, dy).
+# Output pixel p = (x, y) reads the input at the point that the map sends to p,
+#
+#     q = c + R(-θ) (p - c - d) / s,       R(-θ) = [[cos θ, sin θ], [-sin θ, cos θ]],
+#
+# interpolated bilinearly between the four pixels around q (0 outside the image); every
+# channel gets the same map. With θ = 0 and s = 1, q = p - d exactly: an integer shift moves
+# the pixels as they are. Sample r of the batch at update `step` draws its parameters from
+# dropout's hash (layer counter AUGMENT_LAYER, which no layer index reaches, columns 0..3):
+#
+#     dx = ⌊u₀ (2·shift + 1)⌋ - shift,   dy = ⌊u₁ (2·shift + 1)⌋ - shift,
+#     θ = rotate · (2u₂ - 1) degrees,    s = 1 + scale · (2u₃ - 1).
+
+
+def augment_parameters(augment, key, step, n):
+    """``(dx, dy, θ in radians, s)`` of the ``n`` samples of a batch, each of shape ``(n,)``
+    (``augment``: a ``layout.Augment``)."""
+    u = dropout_uniform(key, step, AUGMENT_LAYER, n, 4)
+    span = 2 * augment.shift + 1
+    dx, dy = (np.minimum(np.floor(u[:, k] * span), span - 1) - augment.shift for k in (0, 1))
+    theta = augment.rotate * (2 * u[:, 2] - 1) * (np.pi / 180)
+    return dx, dy, theta, 1 + augment.scale * (2 * u[:, 3] - 1)
+
+
+def augment_batch(X, augment, key, step):
+    """The batch ``X (n, C·H·W)`` with every image moved by its own map (see above)."""
+    n, (C, H, W) = X.shape[0], (augment.channels, augment.height, augment.width)
+    dx, dy, theta, s = (v[:, None, None] for v in augment_parameters(augment, key, step, n))
+    cx, cy = (W - 1) / 2, (H - 1) / 2
+    y, x = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")  # the output pixels p
+    px, py = x - dx - cx, y - dy - cy  # p - c - d, shape (n, H, W)
+    a, b = np.cos(theta) / s, np.sin(theta) / s
+    qx = cx + a * px + b * py
+    qy = cy - b * px + a * py
+    return bilinear(X.reshape(n, C, H * W), H, W, qx, qy).reshape(n, -1).astype(X.dtype)
+
+
+def bilinear(images, H, W, qx, qy):
+    """``images (n, C, H·W)`` sampled at the points ``(qx, qy)`` (each ``(n, H', W')``):
+    ``Σ`` over the four pixels around each point of ``(1 - |qx - x|)(1 - |qy - y|) ·
+    pixel``, pixels outside the image counting 0. Returns ``(n, C, H'·W')``."""
+    x0, y0 = np.floor(qx), np.floor(qy)
+    fx, fy = qx - x0, qy - y0
+    out = 0.0
+    for oy, wy in ((0, 1 - fy), (1, fy)):
+        for ox, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + ox, y0 + oy
+            inside = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+            flat = (np.clip(yi, 0, H - 1) * W + np.clip(xi, 0, W - 1)).astype(np.int64)
+            pixels = np.take_along_axis(images, flat.reshape(len(flat), 1, -1), axis=2)
+            out = out + (wy * wx * inside).reshape(len(flat), 1, -1) * pixels
+    return out
 
 
 # --- forward ------------------------------------------------------------------------------
@@ -439,8 +496,11 @@ def update(optimizer, params, grads, state, learning_rate, momentum=0.9, nestero
 
 def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, learning_rate,
                 l2=0.0, optimizer="sgd", state=None, dropout=0.0, key=0, layers=None,
-                sample_weight=None, l2_per_weight=False, norms=(), **hyper):
+                sample_weight=None, l2_per_weight=False, norms=(), augment=None, **hyper):
     """One pass over ``X[order]`` in mini-batches.
+
+    With ``augment`` (a ``layout.Augment``) every batch's images are moved by
+    :func:`augment_batch` before they go in.
 
     Returns ``(mean training cost, fraction of samples classified right)``, both measured
     on each batch just before its update (with dropout on), as the compiled loop does; the
@@ -456,6 +516,8 @@ def train_epoch(weights, biases, activations, cost, X, Y, order, batch_size, lea
         xb, yb = X[idx], Y[idx]
         wb = None if sample_weight is None else sample_weight[idx]
         step = state.get("step", 0)
+        if augment is not None:
+            xb = augment_batch(xb, augment, key, step)
         zs, acts = forward(weights, biases, activations, xb, dropout, key, step, layers, norms,
                            mode="train")
         costs = sample_costs(cost, zs[-1], acts[-1], yb)
@@ -682,7 +744,8 @@ class ReferenceTrainer:
             net._weights, net._biases, net.activations, net.cost, self.X, self.Y, order,
             self.batch_size, lr, s["l2"], self.optimizer, self.state, s["dropout"], s["key"],
             layers=net._layers, sample_weight=self.sample_weight,
-            l2_per_weight=s["l2_per_weight"], norms=net.batch_norms, momentum=s["momentum"],
-            nesterov=s["nesterov"], beta1=s["beta1"], beta2=s["beta2"], epsilon=s["eps"])
+            l2_per_weight=s["l2_per_weight"], norms=net.batch_norms, augment=s.get("augment"),
+            momentum=s["momentum"], nesterov=s["nesterov"], beta1=s["beta1"],
+            beta2=s["beta2"], epsilon=s["eps"])
         bar.update(order.size)
         return cost, accuracy

@@ -84,6 +84,12 @@ ERRORS = {
     "nan lr": (["train", "--lr", "nan"], "--lr"),
     "split of 1": (["train", "--validation-split", "1"], "--validation-split"),
     "dropout of 1": (["train", "--dropout", "1"], "--dropout"),
+    "negative augment": (["train", "--augment", "-1"], "--augment"),
+    "augment past the image": (["train", "--augment", "29"], "a number of pixels 0..28"),
+    "fractional augment": (["train", "--augment", "1.5"], "--augment"),
+    "nan rotate": (["train", "--rotate", "nan"], "--rotate"),
+    "rotate past 180": (["train", "--rotate", "181"], "--rotate"),
+    "scale of 1": (["train", "--scale", "1"], "--scale"),
     "unknown optimizer": (["train", "--optimizer", "rmsprop"], "invalid choice"),
     "unknown option": (["train", "--frobnicate"], "unrecognized arguments"),
     "nesterov without momentum": (["train", "--nesterov"], "--optimizer momentum"),
@@ -280,6 +286,38 @@ def test_resume_is_bit_identical(mnist, tmp_path, monkeypatch, capsys):
         assert getattr(a.history, key) == getattr(b.history, key), key
     assert a.history.best_epoch == b.history.best_epoch
     assert json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["epoch"] == 4
+
+
+def test_train_with_augmentation(mnist, tmp_path, monkeypatch, capsys):
+    """--augment/--rotate/--scale reach fit (an MLP then takes its input as a 28x28 image),
+    show in the run's header, and are kept in the history's recipe and the checkpoint's;
+    a resume must keep them."""
+    seen = []
+    fit = Network.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(kwargs.get("augment"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Network, "fit", recording_fit)
+    args = ["train", *[a for a in SMALL if a != "--quiet"], "--epochs", "1", "--data-dir",
+            mnist, "--augment", "2", "--rotate", "10", "--scale", "0.1"]
+    code, out, err = run([*args, "--out", tmp_path / "aug.npz", "--checkpoint",
+                          tmp_path / "ck"], capsys)
+    assert code == 0, err
+    assert seen == [{"shift": 2, "rotate": 10.0, "scale": 0.1}]
+    assert "batch 64, augment shift 2 rotate 10 scale 0.1, 1 epoch" in out
+    net = Network.load(tmp_path / "aug.npz")
+    assert net.input_shape == (1, 28, 28) and net.layer_sizes == [784, 24, 10]
+    recipe = json.loads((tmp_path / "aug.history.json").read_text())["run"]["recipe"]
+    assert (recipe["augment"], recipe["rotate"], recipe["scale"]) == (2, 10.0, 0.1)
+    config = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["config"]
+    assert (config["augment"], config["rotate"], config["scale"]) == (2, 10.0, 0.1)
+    code, _, err = run([*args[:-6], "--augment", "1", "--checkpoint", tmp_path / "ck",
+                        "--resume"], capsys)
+    assert_one_line_error(code, err, "--augment 1 differs from the checkpoint's 2")
+    code, out, err = run(["evaluate", tmp_path / "aug.npz", "--data-dir", mnist], capsys)
+    assert code == 0, err
 
 
 def test_resume_without_checkpoint_starts_afresh(mnist, tmp_path, capsys):

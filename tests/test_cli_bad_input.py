@@ -259,6 +259,14 @@ CASES = [
      ["config hidden"]),
     ("ckpt-lr-string", lambda d: ["train", "--checkpoint", checkpoint(d, config_lr="fast"),
                                   "--resume"], ["config lr"]),
+    ("ckpt-augment-negative", lambda d: ["train", "--checkpoint",
+                                         checkpoint(d, config_augment=-1), "--resume"],
+     ["config augment is -1"]),
+    ("ckpt-rotate-string", lambda d: ["train", "--checkpoint",
+                                      checkpoint(d, config_rotate="10"), "--resume"],
+     ["config rotate"]),
+    ("ckpt-scale-1", lambda d: ["train", "--checkpoint", checkpoint(d, config_scale=1.0),
+                                "--resume"], ["config scale is 1.0"]),
     ("ckpt-dataset-dict", lambda d: ["train", "--checkpoint",
                                      checkpoint(d, config_dataset={"a": 1}), "--resume"],
      ["config dataset"]),
@@ -394,6 +402,19 @@ def test_train_does_not_replace_a_default_model_of_another_recipe(mnist, capsys)
     assert run([*base, "--epochs", "2"], capsys)[0] == 0  # the same recipe again: fine
     assert run([*base, "--epochs", "1", "--force"], capsys)[0] == 0
     assert Network.load("models/mnist.npz").history.epochs == 1
+
+
+def test_a_recipe_saved_before_augmentation_existed_is_the_same_recipe(tmp_path):
+    """A model saved by a fastmlp without --augment/--rotate/--scale had them off: the same
+    command replaces it (and a run with augmentation on does not)."""
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"a model")
+    recipe = dict(cli.DEFAULT_RECIPE)
+    old = {k: v for k, v in recipe.items() if k not in ("augment", "rotate", "scale")}
+    (tmp_path / "m.history.json").write_text(json.dumps({"run": {"recipe": old}}))
+    cli._check_default_output(out, recipe)
+    with pytest.raises(cli.CLIError, match="--augment 0 there, 2 now"):
+        cli._check_default_output(out, dict(recipe, augment=2))
 
 
 def test_one_epoch_one_thread_is_singular(mnist, capsys):

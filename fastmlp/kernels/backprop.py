@@ -27,11 +27,11 @@ from numba import njit, types
 from numba.extending import overload
 
 from .activations import activate, activation_backward, apply_dropout, dropout_backward
+from .augment import gather_batch
 from .conv import maxpool_backward, maxpool_forward
-from .normalize import avgpool_backward, avgpool_forward
 from .costs import output_delta
-from .dense import (column_sums, csr_rows_transposed, dense_to_csr, fill_rows, gather_rows,
-                    scaled_copy)
+from .dense import column_sums, csr_rows_transposed, dense_to_csr, fill_rows, scaled_copy
+from .normalize import avgpool_backward, avgpool_forward
 from .threads import (convolve, convolve_backward, matmul, matmul_nt, normalize,
                       normalize_backward, sparse_matmul, transposed)
 from .._layout import (ACT, AVGPOOL, BATCHNORM, CONV, DENSE, IN_C, IN_H, IN_W, KH,
@@ -213,10 +213,12 @@ def norm_stats(ws, table, layer):
 
 
 @njit(inline="always")
-def first_input(inp, rows, contiguous, ws, table):
+def first_input(inp, rows, contiguous, ws, table, key, step):
     """The first layer's dense input ``(n, n_in)`` and whether it goes in from CSR instead:
     ``(x, sparse, csr_rows)``. Sparse dense rows are compressed into the workspace's CSR block
-    (``csr_rows`` then indexes that block; for caller CSR it is ``rows`` itself)."""
+    (``csr_rows`` then indexes that block; for caller CSR it is ``rows`` itself). Gathered
+    rows are augmented when ``inp.augment`` says so (:mod:`.augment`, random numbers of
+    ``(key, step)``)."""
     n = rows.size
     n_in = in_width(table[0])
     x = view2d(ws.xbuf, 0, n, n_in)
@@ -225,7 +227,7 @@ def first_input(inp, rows, contiguous, ws, table):
     if contiguous:
         x = inp.X[rows[0]:rows[0] + n]
     else:
-        gather_rows(inp.X, rows, x)
+        gather_batch(inp, rows, x, key, step)
     if table[0, KIND] != DENSE or n == 0:
         return x, False, rows
     nonzeros = 0
@@ -260,7 +262,7 @@ def forward(params, table, inp, rows, contiguous, ws, rates, key, step, mode, th
     work is split between ``threads`` (:mod:`.threads`)."""
     n = rows.size
     n_layers = table.shape[0]
-    x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, table)
+    x, sparse, csr_rows = first_input(inp, rows, contiguous, ws, table, key, step)
     indptr, indices, data = first_csr(inp, sparse and not inp.use_csr, ws)
     prev = x
     for layer in range(n_layers):
