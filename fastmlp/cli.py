@@ -203,11 +203,12 @@ def build_parser():
                             _recipe_text({**DEFAULT_RECIPE, **CNN_RECIPE, "model": "cnn"}),
                             60).strip() + f" (default: {r['model']})")
     g.add_argument("--layers", type=_layers, default=None, metavar="SPEC",
-                   help="--model cnn's layers between the 1x28x28 input and the output, "
+                   help="the layers between the 1x28x28 input and the output, "
                         "comma-separated: convFkK[sS][pP] (F filters, KxK kernel, stride S, "
                         "padding P), poolK[sS] / avgK[sS] (KxK max / average pooling), bn "
                         "(batch normalisation of the layer before), dropP (dropout, rate P), "
-                        f"or a dense width (default: {CNN_RECIPE['layers']})")
+                        "or a dense width; --model mlp takes widths, bn and dropP (instead "
+                        f"of --hidden) (default: {CNN_RECIPE['layers']} for --model cnn)")
     g.add_argument("--hidden", type=_hidden, default=None, metavar="N,N,...",
                    help="hidden layer sizes (default: "
                         f"{','.join(map(str, r['hidden'])) or 'none'}; 'none' for no hidden "
@@ -371,6 +372,7 @@ def _wrap_options(text, width=78):
 def _recipe_text(recipe):
     hidden = ",".join(map(str, recipe["hidden"])) or "none"
     network = (f"--model cnn --layers {recipe['layers']}" if recipe.get("model") == "cnn"
+               else f"--layers {recipe['layers']}" if recipe.get("layers") is not None
                else f"--hidden {hidden}")
     text = (f"--dataset {recipe['dataset']} {network} --activation "
             f"{recipe['activation']} --optimizer {recipe['optimizer']} --lr {recipe['lr']:g} "
@@ -571,19 +573,25 @@ def _layers(text):
 
 def _network_spec(recipe, n_features, n_classes):
     """``(layer list, activations)`` for Network from a recipe. An MLP takes its input as
-    an image shape when it trains with augmentation (which moves images)."""
-    side = int(round(n_features ** 0.5))  # every dataset here is square 28x28 images
-    if recipe["model"] == "cnn":
-        from .layers import Conv2D, parse
+    an image shape when it trains with augmentation (which moves images); its hidden layers
+    are ``--hidden``'s widths, or ``--layers`` (widths, ``bn``, ``dropP``)."""
+    from .layers import Conv2D, parse
 
-        specs = [(1, side, side), *parse(recipe["layers"]), n_classes]
-        # one activation per layer with weights: convolutions and dense widths
-        n_hidden = sum(isinstance(s, (Conv2D, int)) for s in specs[1:-1])
-    else:
-        first = (1, side, side) if _augmentation(recipe) else n_features
-        specs = [first, *recipe["hidden"], n_classes]
-        n_hidden = len(recipe["hidden"])
+    side = int(round(n_features ** 0.5))  # every dataset here is square 28x28 images
+    image = recipe["model"] == "cnn" or _augmentation(recipe)
+    hidden = recipe["hidden"] if recipe["layers"] is None else parse(recipe["layers"])
+    specs = [(1, side, side) if image else n_features, *hidden, n_classes]
+    # one activation per layer with weights: convolutions and dense widths
+    n_hidden = sum(isinstance(s, (Conv2D, int)) for s in specs[1:-1])
     return specs, [recipe["activation"]] * n_hidden + ["softmax"]
+
+
+def _image_layers(layers):
+    """The tokens of a ``--layers`` text that need ``--model cnn`` (conv, pooling)."""
+    from .layers import IMAGE_LAYERS, parse
+
+    return [token.strip() for token, spec in zip(layers.split(","), parse(layers))
+            if isinstance(spec, IMAGE_LAYERS)]
 
 
 def _augmentation(recipe):
@@ -608,7 +616,7 @@ def _architecture(net):
 
 
 def _describe_network(recipe, sizes):
-    return recipe["layers"] if recipe["model"] == "cnn" else "-".join(map(str, sizes))
+    return recipe["layers"] if recipe["layers"] is not None else "-".join(map(str, sizes))
 
 
 def _explicit(args):
@@ -631,8 +639,13 @@ def _check_recipe(recipe):
         raise CLIError("--early-stopping watches the validation loss: add "
                        "--validation-split, e.g. --validation-split 0.1")
     if recipe["model"] == "mlp" and recipe["layers"] is not None:
-        raise CLIError("--layers describes a convolutional network: add --model cnn (an MLP "
-                       "takes --hidden)")
+        if _image_layers(recipe["layers"]):
+            raise CLIError(f"--layers {', '.join(_image_layers(recipe['layers']))}: "
+                           "convolution and pooling need --model cnn (an MLP's --layers are "
+                           "dense widths, bn and dropP)")
+        if recipe["hidden"] != DEFAULT_RECIPE["hidden"]:
+            raise CLIError("give --hidden or --layers, not both (--layers also spells an "
+                           "MLP's layers: widths, bn, dropP)")
     if recipe["model"] == "cnn" and recipe["hidden"] != DEFAULT_RECIPE["hidden"]:
         raise CLIError("--hidden is for --model mlp; a CNN's dense layers go in --layers, "
                        "e.g. --layers conv16k5p2,pool2,128")
@@ -1182,7 +1195,12 @@ def _checkpoint_problem(data):
         except ValueError as exc:
             return f"config layers: {exc}"
     elif layers is not None:
-        return f"config layers is {json.dumps(layers)[:60]}, but model {model} takes none"
+        try:
+            if _image_layers(layers):
+                return (f"config layers is {json.dumps(layers)[:60]}, but model {model} "
+                        "takes no convolution or pooling")
+        except ValueError as exc:
+            return f"config layers: {exc}"
     for key, kind in (("model", "model"), ("state", "state")):
         name = data[key]
         # plain file names inside the folder only: never a path that leads elsewhere

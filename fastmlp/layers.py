@@ -153,7 +153,7 @@ class Dropout:
     the kept ones are scaled by ``1 / (1 - rate)``; prediction passes the input through."""
 
     def __init__(self, rate):
-        self.rate = _real("Dropout rate", rate, 0, 1)
+        self.rate = _real("Dropout rate", rate, 0, 1, low_closed=True)
 
     def __repr__(self):
         return f"Dropout({self.rate!r})"
@@ -165,18 +165,17 @@ class Dropout:
         return {"type": "dropout", "rate": self.rate}
 
 
-def _real(name, value, low, high, high_closed=False):
-    """``value`` as a finite float in ``(low, high)`` (``high`` included when
-    ``high_closed``; ``low`` excluded except for dropout's rate 0 — see below), else
-    ValueError naming it. ``high=None``: no upper bound."""
+def _real(name, value, low, high, low_closed=False, high_closed=False):
+    """``value`` as a finite float between ``low`` and ``high`` (``None``: no upper bound),
+    each end included when ``*_closed``, else ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(
             value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     value = float(value)
-    low_ok = value >= low if name == "Dropout rate" else value > low
+    low_ok = value >= low if low_closed else value > low
     high_ok = high is None or (value <= high if high_closed else value < high)
     if not (low_ok and high_ok):
-        interval = ("[" if name == "Dropout rate" else "(") + f"{low:g}, " + (
+        interval = ("[" if low_closed else "(") + f"{low:g}, " + (
             "inf)" if high is None else f"{high:g}" + ("]" if high_closed else ")"))
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return value

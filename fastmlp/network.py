@@ -290,16 +290,13 @@ class Network:
         first = self.layers[0]
         rows.append(("input", str(first if isinstance(first, tuple) else (first,)), "0"))
         names = layer_specs.row_activations(self._layers, self.activations)
+        flat = not isinstance(first, tuple)  # past the first dense layer, shapes are widths
         for layer, act in zip(self._layers, names):
-            if layer.kind == "dense":
-                name, shape = f"Dense({layer.n_out})", (layer.n_out,)
-            else:
-                name, shape = repr(layer.spec), layer.out_shape
-            if layer.kind == "dropout" and layer.out_shape[1:] == (1, 1):
-                shape = (layer.n_out,)
+            flat = flat or layer.kind == "dense"
+            name = f"Dense({layer.n_out})" if layer.kind == "dense" else repr(layer.spec)
+            shape = (layer.n_out,) if flat else layer.out_shape
             count = f"{layer.n_trainable:,}"
             if layer.kind == "batchnorm":
-                shape = shape if layer.out_shape[1:] != (1, 1) else (layer.n_out,)
                 count += f" + {layer.n_params - layer.n_trainable:,} running"
             rows.append((name + ("" if act is None else f" {act}"), str(shape), count))
         width = [max(len(r[i]) for r in rows) for i in range(3)]
