@@ -223,40 +223,24 @@
     return z;
   }
 
-  // the maximum of each size x size window, stride apart (output sizes floored)
-  function maxpool(layer, x) {
+  // the maximum (max-pooling) or the mean (average pooling) of each size x size window,
+  // stride apart (no padding, output sizes floored)
+  function pool(layer, x, mean) {
     const [C, H, Wd] = layer.in_shape, [, OH, OW] = layer.out_shape;
     const k = layer.size, s = layer.stride;
     const z = new Float64Array(C * OH * OW);
     for (let c = 0; c < C; c++) {
       for (let oy = 0; oy < OH; oy++) {
         for (let ox = 0; ox < OW; ox++) {
-          let m = -Infinity;
+          let m = mean ? 0 : -Infinity;
           for (let u = 0; u < k; u++) {
             const row = (c * H + oy * s + u) * Wd + ox * s;
-            for (let v = 0; v < k; v++) if (x[row + v] > m) m = x[row + v];
+            for (let v = 0; v < k; v++) {
+              if (mean) m += x[row + v];
+              else if (x[row + v] > m) m = x[row + v];
+            }
           }
-          z[(c * OH + oy) * OW + ox] = m;
-        }
-      }
-    }
-    return z;
-  }
-
-  // the mean of each size x size window, stride apart (no padding, output sizes floored)
-  function avgpool(layer, x) {
-    const [C, H, Wd] = layer.in_shape, [, OH, OW] = layer.out_shape;
-    const k = layer.size, s = layer.stride;
-    const z = new Float64Array(C * OH * OW);
-    for (let c = 0; c < C; c++) {
-      for (let oy = 0; oy < OH; oy++) {
-        for (let ox = 0; ox < OW; ox++) {
-          let sum = 0;
-          for (let u = 0; u < k; u++) {
-            const row = (c * H + oy * s + u) * Wd + ox * s;
-            for (let v = 0; v < k; v++) sum += x[row + v];
-          }
-          z[(c * OH + oy) * OW + ox] = sum / (k * k);
+          z[(c * OH + oy) * OW + ox] = mean ? m / (k * k) : m;
         }
       }
     }
@@ -276,8 +260,8 @@
   const LAYERS = { // type -> the layer's output (before its activation); the input is flat
     dense: dense,
     conv: conv,
-    pool: maxpool,
-    avgpool: avgpool,
+    pool: (layer, x) => pool(layer, x, false),
+    avgpool: (layer, x) => pool(layer, x, true),
     batchnorm: (layer, x) => { batchnorm(layer, x); return x; },
     dropout: (layer, x) => x, // the identity at inference
   };
