@@ -118,7 +118,8 @@ def onnx_model(net, dtype=None):
     """The network as an ``onnx.ModelProto`` (checked with ``onnx.checker``).
 
     ``dtype`` is ``"float32"`` or ``"float64"`` (default: the network's own). onnxruntime's
-    CPU provider has no float64 ``Conv``: run a float64 CNN there with ``dtype="float32"``."""
+    CPU provider has no float64 ``Conv`` or ``AveragePool``: run a float64 CNN there with
+    ``dtype="float32"``."""
     onnx = require_onnx()
     from onnx import TensorProto, helper, numpy_helper
 

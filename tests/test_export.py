@@ -219,8 +219,8 @@ def test_onnx_every_layer_and_activation(ort, spec, activations):
 
 @pytest.mark.parametrize("spec, activations", SHAPES)
 def test_onnx_float64(ort, spec, activations):
-    """A float64 network exports as float64. onnxruntime's CPU provider has no float64 Conv,
-    so CNNs are checked with onnx's own reference evaluator, and also exported as float32
+    """A float64 network exports as float64. onnxruntime's CPU provider has no float64 Conv
+    (nor AveragePool), so CNNs are checked with onnx's own reference evaluator, and also exported as float32
     (``dtype="float32"``) for onnxruntime."""
     import onnx
     from onnx.reference import ReferenceEvaluator
