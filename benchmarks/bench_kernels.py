@@ -155,7 +155,7 @@ def update_call(params, grads, lr):
     s1, s2 = np.zeros_like(params), np.zeros_like(params)
     cfg = layout.Settings(optimizer=optimizers.SGD, lr=lr, momentum=0.9, nesterov=False,
                           beta1=0.9, beta2=0.999, eps=1e-8, l2=0.0, l2_per_weight=False,
-                          dropout=0.0, key=0)
+                          rates=np.zeros(0), key=0)  # (per-layer dropout: unused here)
     return lambda: optimizers.update(cfg, lr, params, grads, s1, s2, 0, params.size)
 
 

@@ -125,10 +125,12 @@ class TorchModel:
     batches by indexing (no DataLoader), forward, backward, step.
 
     A CNN is the exact equivalent of fastmlp's: ``Conv2d(C, F, k, stride, padding), ReLU``
-    per conv, ``MaxPool2d(size, stride)`` per pool, ``Flatten`` before the first dense
-    layer, then ``Linear, ReLU, ..., Linear``; the (n, 784) rows are viewed as (n, 1, 28,
-    28) inside every timed call (a view: no copy). The layers and their shapes are
-    ``fastmlp.layers.plan``'s (:func:`architecture`)."""
+    per conv (``Conv2d, BatchNorm2d, ReLU`` when a BatchNorm follows it: fastmlp's BatchNorm
+    takes the activation of the layer it normalises), ``MaxPool2d`` / ``AvgPool2d(size,
+    stride)`` per pool, ``Dropout(rate)`` per dropout, ``Flatten`` before the first dense
+    layer, then ``Linear, ReLU, ..., Linear`` (``Linear, BatchNorm1d, ReLU`` likewise); the
+    (n, 784) rows are viewed as (n, 1, 28, 28) inside every timed call (a view: no copy).
+    The layers and their shapes are ``fastmlp.layers.plan``'s (:func:`architecture`)."""
 
     trains = True
 
@@ -138,20 +140,32 @@ class TorchModel:
 
         torch.manual_seed(seed)
         modules, plan = [], architecture(sizes)
-        for k, layer in enumerate(plan):
+        n_weighted = sum(layer.has_weights for layer in plan)
+        # fastmlp's default activations (ReLU, a softmax output that CrossEntropyLoss holds),
+        # each on the row that applies it: a layer that a BatchNorm follows hands it over
+        acts = layers.row_activations(plan, ["relu"] * (n_weighted - 1) + ["softmax"])
+        flat = not is_cnn(sizes)
+        for k, (layer, act) in enumerate(zip(plan, acts)):
             spec = layer.spec
             if layer.kind == "conv":
-                modules += [nn.Conv2d(layer.in_shape[0], layer.out_shape[0], spec.kernel_size,
-                                      stride=spec.stride, padding=spec.padding),
-                            nn.ReLU()]
-            elif layer.kind == "pool":
-                modules.append(nn.MaxPool2d(spec.size, stride=spec.stride))
+                modules.append(nn.Conv2d(layer.in_shape[0], layer.out_shape[0],
+                                         spec.kernel_size, stride=spec.stride,
+                                         padding=spec.padding))
+            elif layer.kind in ("pool", "avgpool"):
+                pool = nn.MaxPool2d if layer.kind == "pool" else nn.AvgPool2d
+                modules.append(pool(spec.size, stride=spec.stride))
+            elif layer.kind == "dropout":
+                modules.append(nn.Dropout(spec.rate))
+            elif layer.kind == "batchnorm":
+                norm = nn.BatchNorm2d if plan[k - 1].kind == "conv" else nn.BatchNorm1d
+                modules.append(norm(layer.out_shape[0], eps=spec.eps, momentum=spec.momentum))
             else:
-                if k > 0 and plan[k - 1].kind != "dense":
+                if not flat:
                     modules.append(nn.Flatten())  # (C, H, W) order, as fastmlp's
+                    flat = True
                 modules.append(nn.Linear(layer.n_in, layer.n_out))
-                if k < len(plan) - 1:
-                    modules.append(nn.ReLU())
+            if act == "relu":
+                modules.append(nn.ReLU())
         self.image = IMAGE if is_cnn(sizes) else None
         self.torch = torch
         self.model = nn.Sequential(*modules)

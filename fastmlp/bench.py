@@ -200,7 +200,8 @@ def parse_threads(text, cpus=None):
 
 def layer_macs(sizes):
     """Multiply-adds per image of each layer with weights, forward: ``in·out`` for a dense
-    layer, ``F·C·kh·kw·OH·OW`` for a convolution (pooling has none)."""
+    layer, ``F·C·kh·kw·OH·OW`` for a convolution (pooling, BatchNorm and Dropout have
+    none: their few operations per value are not counted)."""
     macs = []
     for layer in architecture(sizes):  # fastmlp.layers.Layer records
         if layer.kind == "dense":

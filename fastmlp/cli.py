@@ -609,7 +609,8 @@ def _describe_augmentation(recipe):
 
 
 def _architecture(net):
-    """``784-128-10`` for an MLP, the layer list for a CNN."""
+    """``784-128-10`` for a plain MLP, else the layer list (a CNN, or a network with
+    BatchNorm or Dropout layers: ``784, 128, BatchNorm(), Dropout(0.2), 10``)."""
     if net.is_mlp:
         return "-".join(map(str, net.layer_sizes))
     return ", ".join(str(s) for s in net.layers)

@@ -310,7 +310,26 @@ def test_torch_model_is_fastmlps_architecture():
     weights = [p.shape for name, p in model.named_parameters() if name.endswith("weight")]
     assert [tuple(w) for w in weights] == [layer.weight_shape
                                            for layer in architecture(bench.CNN_SIZES)
-                                           if layer.has_params]
+                                           if layer.has_weights]
+
+
+def test_torch_model_has_the_new_layer_kinds():
+    """BatchNorm (2d after a conv, 1d after a dense layer) before the ReLU of the layer it
+    normalises, AvgPool2d, Dropout; one Flatten, before the first dense layer."""
+    if bench.missing_reason("torch"):
+        pytest.skip(bench.missing_reason("torch"))
+    from fastmlp._bench_worker import TorchModel
+
+    sizes = [784, "conv4k3p1", "bn", "pool2", "drop0.25", "avg2s1", 16, "bn", "drop0.5", 10]
+    model = TorchModel(sizes, 32, 0.05, 0).model
+    assert [type(m).__name__ for m in model] == [
+        "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "AvgPool2d", "Flatten",
+        "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert (model[1].num_features, model[1].eps, model[1].momentum) == (4, 1e-5, 0.1)
+    assert (model[5].kernel_size, model[5].stride) == (2, 1)
+    assert model[4].p == 0.25 and model[8].num_features == 16
+    model.eval()
+    assert model(__import__("torch").zeros(3, 1, 28, 28)).shape == (3, 10)
 
 
 # What builds every non-fastmlp contender's model: none of it may load numba (the workers
@@ -438,8 +457,9 @@ def _tiny_data(folder, n_test=32):
     return bench.write_data(str(folder), X, y, X_test, y_test), X_test
 
 
-@pytest.mark.parametrize("sizes", [[784, 16, 10], [784, "conv4k3p1", "pool2", 16, 10]],
-                         ids=["mlp", "cnn"])
+@pytest.mark.parametrize("sizes", [[784, 16, 10], [784, "conv4k3p1", "pool2", 16, 10],
+                                   [784, "conv4k3p1", "bn", "avg2", "drop0.25", 16, "bn", 10]],
+                         ids=["mlp", "cnn", "cnn-bn"])
 def test_onnxruntime_worker_predicts_what_fastmlp_predicts(tmp_path, sizes):
     """The onnxruntime worker runs the fastmlp network (same seed, same weights) exported
     to ONNX: its probabilities equal fastmlp's (numba backend) to 1e-5."""

@@ -4,9 +4,10 @@ The folder is served by Python's ``http.server`` on 127.0.0.1; digits are drawn 
 mouse; the page's ``#prediction`` must then carry ``data-label`` and ``data-probabilities``
 equal to ``Network.predict_proba`` on the 28x28 image the page computed (``data-input``), and
 that image must equal :func:`fastmlp.images.to_mnist` of the page's own canvas pixels. Every
-request the page makes must go to that server. Runs for an MLP and a small CNN, trained here
-on 5,000 MNIST images (or loaded from ``$FASTMLP_EXPORT_MODEL`` / ``$FASTMLP_EXPORT_CNN_MODEL``),
-and prints the page weight and the time to the first prediction.
+request the page makes must go to that server. Runs for an MLP, a small CNN and a CNN with
+BatchNorm, AvgPool2D and Dropout layers, trained here on 5,000 MNIST images (or loaded from
+``$FASTMLP_EXPORT_MODEL`` / ``$FASTMLP_EXPORT_CNN_MODEL`` / ``$FASTMLP_EXPORT_BN_MODEL``), and
+prints the page weight and the time to the first prediction.
 
 ``FASTMLP_SCREENSHOTS=1`` saves the MLP page to docs/screenshot-export.png.
 
@@ -24,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastmlp import Conv2D, MaxPool2D, export
+from fastmlp import AvgPool2D, BatchNorm, Conv2D, Dropout, MaxPool2D, export
 from fastmlp.images import to_mnist
 from fastmlp.network import Network
 from _browser import CHROMIUM_ARGS, chromium_path
+from test_export import BN_CNN, set_batch_norms
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot-export.png"
-MODEL_ENV = {"mlp": "FASTMLP_EXPORT_MODEL", "cnn": "FASTMLP_EXPORT_CNN_MODEL"}
+MODEL_ENV = {"mlp": "FASTMLP_EXPORT_MODEL", "cnn": "FASTMLP_EXPORT_CNN_MODEL",
+             "cnn-bn": "FASTMLP_EXPORT_BN_MODEL"}
 PAGE_FILES = {"index.html", "app.js", "style.css", "model.json", "model.bin"}
 
 # Hand-drawn digits, strokes of (x, y) points in 28x28 pad coordinates.
@@ -70,13 +73,15 @@ def train(kind, data_dir):
     if kind == "cnn":
         net = Network([(1, 28, 28), Conv2D(8, 5, padding=2), MaxPool2D(2),
                        Conv2D(16, 3, stride=2, padding=1), MaxPool2D(2), 32, 10], seed=0)
+    elif kind == "cnn-bn":
+        net = Network(BN_CNN, seed=0)
     else:
         net = Network([784, 64, 10], seed=0)
     net.fit(X[:5000], y[:5000], epochs=3, batch_size=32, learning_rate=0.05, verbose=False)
     return net
 
 
-@pytest.fixture(scope="module", params=["mlp", "cnn"])
+@pytest.fixture(scope="module", params=list(MODEL_ENV))
 def model(request, data_dir):
     path = os.environ.get(MODEL_ENV[request.param])
     if path:
@@ -282,6 +287,14 @@ RANDOM_NETS = {  # every layer kind and activation the page's forward pass knows
                             ["tanh", "sigmoid", "exp", "identity"], "float32"),
     "mlp-sigmoid-tanh": ([784, 16, 8, 10], ["sigmoid", "tanh", "softmax"], "float32"),
     "mlp-float64": ([784, 12, 10], ["relu", "softmax"], "float64"),
+    # conv -> BN -> activation, both poolings, BatchNorm after dense layers, dropout anywhere
+    "cnn-batchnorm-avgpool-dropout": ([(1, 28, 28), Conv2D(3, 3, stride=2, padding=1),
+                                       BatchNorm(), AvgPool2D(3, stride=2), Dropout(0.2),
+                                       Conv2D(4, 2), BatchNorm(eps=1e-3), MaxPool2D(2), 6,
+                                       BatchNorm(), Dropout(0.5), 5],
+                                      ["tanh", "relu", "sigmoid", "identity"], "float32"),
+    "mlp-batchnorm-float64": ([784, 16, BatchNorm(), Dropout(0.3), 8, BatchNorm(eps=0.1), 10],
+                              ["relu", "tanh", "softmax"], "float64"),
 }
 
 
@@ -292,6 +305,7 @@ def random_site(request, tmp_path_factory):
                   cost="cross_entropy" if activations[-1] == "softmax" else "mse")
     rng = np.random.default_rng(5)
     net.biases = [rng.normal(0, 0.3, b.shape) for b in net.biases]
+    set_batch_norms(net, rng.random((64, 784)) * (rng.random((64, 784)) < 0.3), rng)
     folder = tmp_path_factory.mktemp("random-site")
     export.to_web(net, folder)
     server = ThreadingHTTPServer(("127.0.0.1", 0),
@@ -314,6 +328,9 @@ def test_js_forward_matches_predict_proba(context, random_site):
         "(xs) => xs.map((x) => Array.from(window.fastmlpExport.forward(x)))", X.tolist()))
     want = net.predict_proba(X)
     assert got.shape == want.shape
+    print(f"\n{net.layers} {net.dtype}: max |JS - predict_proba| "
+          f"{float(np.abs(got - want).max()):.3g}")
+    assert want.std(axis=0).max() > 1e-3  # the rows' outputs differ: every layer matters
     np.testing.assert_allclose(got, want, rtol=1e-5 if net.dtype == np.float32 else 1e-12,
                                atol=1e-6 if net.dtype == np.float32 else 1e-12)
     assert page.locator("#probs .prob").count() == net.n_outputs

@@ -572,15 +572,12 @@ def decode_maps(fm):
     return low[:, None, None] + q / 255 * (high - low)[:, None, None]
 
 
-@pytest.fixture(scope="module")
-def cnn_app(tmp_path_factory):
-    """A tiny CNN saved to a tmp folder, loaded back and served on 127.0.0.1."""
-    from fastmlp import Conv2D, MaxPool2D
+def serve_saved(net, folder):
+    """``net`` saved to ``folder``, loaded back and served on 127.0.0.1 until the generator
+    is closed: yields ``(server, model)`` (a fixture's body)."""
     from fastmlp.network import Network
 
-    net = Network([(1, 28, 28), Conv2D(3, 3, padding=1), MaxPool2D(2), Conv2D(4, 3), 10],
-                  seed=0)
-    path = tmp_path_factory.mktemp("cnn") / "cnn.npz"
+    path = folder / "model.npz"
     net.save(path)
     model = Network.load(path)
     server, thread = start(model, history=load_history(path) or None)
@@ -591,12 +588,35 @@ def cnn_app(tmp_path_factory):
     thread.join(5)
 
 
-def test_cnn_health_names_the_architecture(cnn_app):
-    server, model = cnn_app
+@pytest.fixture(scope="module")
+def cnn_app(tmp_path_factory):
+    """A tiny CNN saved to a tmp folder, loaded back and served on 127.0.0.1."""
+    from fastmlp import Conv2D, MaxPool2D
+    from fastmlp.network import Network
+
+    net = Network([(1, 28, 28), Conv2D(3, 3, padding=1), MaxPool2D(2), Conv2D(4, 3), 10],
+                  seed=0)
+    yield from serve_saved(net, tmp_path_factory.mktemp("cnn"))
+
+
+CNN_ARCHITECTURES = {  # what /api/health says of each served CNN
+    "cnn_app": "[(1, 28, 28), Conv2D(3, 3, padding=1), MaxPool2D(2), Conv2D(4, 3), 10]",
+    "bn_cnn_app": "[(1, 28, 28), Dropout(0.1), Conv2D(3, 3, padding=1), BatchNorm(), "
+                  "AvgPool2D(2), Dropout(0.25), Conv2D(4, 3), BatchNorm(eps=0.001), 10]",
+}
+
+
+@pytest.fixture(params=list(CNN_ARCHITECTURES))
+def any_cnn_app(request):
+    """``(architecture, server, model)`` for each served CNN."""
+    return (CNN_ARCHITECTURES[request.param], *request.getfixturevalue(request.param))
+
+
+def test_cnn_health_names_the_architecture(any_cnn_app):
+    architecture, server, model = any_cnn_app
     status, data, _ = request(server, "GET", "/api/health")
     assert status == 200
-    assert data["architecture"] == ("[(1, 28, 28), Conv2D(3, 3, padding=1), MaxPool2D(2), "
-                                    "Conv2D(4, 3), 10]")
+    assert data["architecture"] == architecture
     assert data["layer_sizes"] == model.layer_sizes and data["status"] == "ok"
 
 
@@ -824,3 +844,82 @@ def test_keep_alive_requests_each_get_the_header_deadline():
         conn.close()
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------- BatchNorm, AvgPool2D and Dropout layers in the network
+
+
+def bn_statistics(net, X):
+    """Running statistics near what each BatchNorm sees for inputs like X, γ and β away from
+    1 and 0: a trained network's, not the initial ones."""
+    rng = np.random.default_rng(0)
+    rows = [k for k, layer in enumerate(net._layers) if layer.kind == "batchnorm"]
+    for bn, k in zip(net.batch_norms, rows):
+        c = bn.gamma.size
+        z = net.forward(X)[k - 1].reshape(len(X), c, -1).astype(np.float64)
+        bn.running_mean = z.mean(axis=(0, 2))
+        bn.running_var = z.var(axis=(0, 2)) * rng.uniform(0.5, 2, c)
+        bn.gamma = rng.uniform(0.5, 1.5, c)
+        bn.beta = rng.normal(0, 0.5, c)
+
+
+@pytest.fixture(scope="module")
+def bn_cnn_app(tmp_path_factory):
+    """A CNN with conv -> BN -> ReLU blocks, both poolings and dropout, saved and loaded."""
+    from fastmlp import AvgPool2D, BatchNorm, Conv2D, Dropout
+    from fastmlp.network import Network
+
+    net = Network([(1, 28, 28), Dropout(0.1), Conv2D(3, 3, padding=1), BatchNorm(),
+                   AvgPool2D(2), Dropout(0.25), Conv2D(4, 3), BatchNorm(eps=1e-3), 10], seed=0)
+    bn_statistics(net, np.stack([to_mnist(stroke(60 + 7 * k, 140)).reshape(784)
+                                 for k in range(8)]).astype(np.float32))
+    yield from serve_saved(net, tmp_path_factory.mktemp("bn"))
+
+
+def test_bn_cnn_maps_are_the_blocks_output(bn_cnn_app):
+    """conv -> BN -> ReLU: the maps are the BatchNorm's output (the block's), not the conv's
+    pre-activation; the layer index and the name say so."""
+    server, model = bn_cnn_app
+    pixels = stroke()
+    status, data, _ = predict(server, {"pixels": pixels.round(3).tolist()})
+    assert status == 200, data
+    fm = data["feature_maps"]
+    assert fm["layer"] == 3 and fm["channels"] == 3 and fm["shape"] == [3, 28, 28]
+    assert fm["name"] == "Conv2D(3, 3, padding=1), BatchNorm(), relu"
+    x = to_mnist(pixels.round(3)).reshape(1, 784).astype(np.float32)
+    outputs = model.forward(x)
+    expected = outputs[2].reshape(3, 28, 28)  # the BatchNorm's row: after BN and ReLU
+    assert expected.min() == 0 and not np.allclose(expected, outputs[1].reshape(3, 28, 28))
+    spans = np.array([hi - lo for lo, hi in fm["range"]])
+    assert (spans > 0).all()
+    np.testing.assert_allclose(decode_maps(fm), expected, rtol=0,
+                               atol=spans.max() / 255 * 0.5 + 1e-6)
+    proba = model.predict_proba(x)[0]
+    assert proba.max() < 0.99  # not saturated: the BatchNorms' numbers matter
+    np.testing.assert_allclose(data["probabilities"], proba, atol=1e-6)
+    assert data["label"] == int(np.argmax(proba))
+
+
+def test_mlp_with_batchnorm_and_dropout_names_its_layers():
+    """An MLP given as a layer list: its architecture (layer_sizes alone would read
+    784-16-16-16-10), and no feature maps."""
+    from fastmlp import BatchNorm, Dropout
+    from fastmlp.network import Network
+
+    net = Network([784, 16, BatchNorm(), Dropout(0.5), 10], seed=0)
+    bn_statistics(net, to_mnist(stroke()).reshape(1, 784).astype(np.float32).repeat(4, 0)
+                  + np.random.default_rng(1).random((4, 784), dtype=np.float32) * 0.2)
+    server, thread = start(net)
+    try:
+        status, data, _ = request(server, "GET", "/api/health")
+        assert status == 200 and data == {
+            "status": "ok", "layer_sizes": [784, 16, 16, 16, 10], "test_accuracy": None,
+            "architecture": "[784, 16, BatchNorm(), Dropout(0.5), 10]"}
+        status, data, _ = predict(server, {"pixels": stroke().round(3).tolist()})
+        assert status == 200 and set(data) == {"label", "probabilities", "input", "hint"}
+        x = to_mnist(stroke().round(3)).reshape(1, 784).astype(np.float32)
+        np.testing.assert_allclose(data["probabilities"], net.predict_proba(x)[0], atol=1e-6)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -7,8 +7,9 @@ Routes
 ``GET /api/health``     ``{"status": "ok", "layer_sizes": [...] | null,
                         "test_accuracy": float | null}`` (the accuracy ``fastmlp train``
                         measured on the test set, from the model's ``.history.json``);
-                        a convolutional network adds ``"architecture"``: its layer list
-                        as text, e.g. ``"[(1, 28, 28), Conv2D(8, 5, padding=2), ...]"``
+                        a network given as a layer list (convolutional, or with
+                        BatchNorm, Dropout layers) adds ``"architecture"``: that list as
+                        text, e.g. ``"[(1, 28, 28), Conv2D(8, 5, padding=2), ...]"``
 ``GET /api/history``    the model's training History as JSON (``{}`` when there is none)
 ``POST /api/predict``   ``{"pixels": [[...], ...]}`` -> ``{"label", "probabilities", "input",
                         "hint"}`` (+ ``"feature_maps"`` for a convolutional network)
@@ -20,9 +21,11 @@ through :func:`fastmlp.images.to_mnist`, and ``input`` is the 28x28 image the ne
 MNIST's digits (:mod:`fastmlp.web.typicality`; :func:`serve` checks this when MNIST is on
 disk) or no digit gets ``UNSURE_BELOW`` of the probability.
 
-``feature_maps`` (convolutional networks only) holds the first convolution layer's output
-after its activation, compactly: ``{"layer": index in the layer list (0 is the input),
-"name", "channels": maps the layer has, "shape": [maps sent, height, width], "step": the
+``feature_maps`` (convolutional networks only) holds the first convolution block's output:
+the first conv layer's after its activation, or, when a BatchNorm follows the conv, the
+BatchNorm's (conv -> BN -> activation). Compactly: ``{"layer": index in the layer list (0
+is the input) of the layer whose output it is, "name" (the conv, its BatchNorm if any, the
+activation), "channels": maps the layer has, "shape": [maps sent, height, width], "step": the
 subsampling step (1 unless a map is wider than MAX_MAP_SIDE), "range": [[low, high], ...]
 per map, "data": base64 of uint8 values, map after map, row-major}``; a value ``q`` stands
 for ``low + q / 255 * (high - low)``, with ``low = min(0, min of the map)`` and ``high =
@@ -293,33 +296,41 @@ def parse_pixels(body: bytes) -> np.ndarray:
 # --------------------------------------------------------------------------- CNN extras
 
 
-def _is_cnn(model) -> bool:
-    """A fastmlp convolutional Network (``is_mlp`` False); stand-ins and MLPs are not."""
+def _has_layer_list(model) -> bool:
+    """A fastmlp Network given as a layer list (``is_mlp`` False: a CNN, or a network with
+    BatchNorm or Dropout layers); stand-ins and plain ``[int, ...]`` MLPs are not."""
     return getattr(model, "is_mlp", True) is False and callable(getattr(model, "forward", None))
 
 
 def _architecture(model):
-    """The layer list as text, the way it is written in Python, for a CNN; else None."""
-    if not _is_cnn(model):
+    """The layer list as text, the way it is written in Python, for a network given as a
+    layer list; else None (a plain MLP's ``layer_sizes`` say it all)."""
+    if not _has_layer_list(model):
         return None
     return "[" + ", ".join(repr(spec) for spec in model.layers) + "]"
 
 
 class _FirstConv:
-    """Where the first convolution layer's output sits in ``model.forward``'s list, and its
-    ``(C, H, W)`` shape and name (spec and activation)."""
+    """Where the first convolution block's output sits in ``model.forward``'s list — the
+    conv layer's, or the BatchNorm's that follows it and applies the conv's activation —,
+    its ``(C, H, W)`` shape and name (specs and activation)."""
 
     def __init__(self, model):
         from ..layers import plan
 
         self.index = None
-        for k, layer in enumerate(plan(model.layers)):
+        layers = plan(model.layers)
+        for k, layer in enumerate(layers):
             if layer.kind == "conv":
+                # Only layers without weights (pooling, dropout) can come before the first
+                # convolution, so its activation is the first one.
+                parts = [repr(layer.spec), list(model.activations)[0]]
+                if k + 1 < len(layers) and layers[k + 1].kind == "batchnorm":
+                    k += 1  # forward(x)[k] of the conv is its pre-activation
+                    parts.insert(1, repr(layers[k].spec))
                 self.index = k  # forward(x)[k] is layer k+1 of the list (0 is the input)
                 self.shape = tuple(int(d) for d in layer.out_shape)
-                # Only pooling (no parameters) can come before the first convolution, so
-                # its activation is the first one.
-                self.name = f"{layer.spec!r}, {list(model.activations)[0]}"
+                self.name = ", ".join(parts)
                 break
 
     def encode(self, output) -> dict:

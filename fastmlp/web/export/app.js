@@ -1,7 +1,8 @@
 // fastmlp's exported draw-a-digit page: no libraries, no server code, nothing fetched from
 // any other host. It reads model.json (the layers) and model.bin (their weights), turns the
 // drawing into a 28x28 image exactly like fastmlp.images.to_mnist, and runs the network's
-// forward pass below (dense, conv, max-pool, activations: a few loops).
+// forward pass below (dense, conv, max- and average pooling, batch normalisation with the
+// running statistics, activations: a few loops; dropout is the identity at inference).
 //
 // For tests and embedders: after each prediction #prediction carries data-label (the digit),
 // data-probabilities (a JSON list, one number per output) and data-input (the 784 values of
@@ -222,33 +223,56 @@
     return z;
   }
 
-  // the maximum of each size x size window, stride apart (output sizes floored)
-  function maxpool(layer, x) {
+  // the maximum (max-pooling) or the mean (average pooling) of each size x size window,
+  // stride apart (no padding, output sizes floored)
+  function pool(layer, x, mean) {
     const [C, H, Wd] = layer.in_shape, [, OH, OW] = layer.out_shape;
     const k = layer.size, s = layer.stride;
     const z = new Float64Array(C * OH * OW);
     for (let c = 0; c < C; c++) {
       for (let oy = 0; oy < OH; oy++) {
         for (let ox = 0; ox < OW; ox++) {
-          let m = -Infinity;
+          let m = mean ? 0 : -Infinity;
           for (let u = 0; u < k; u++) {
             const row = (c * H + oy * s + u) * Wd + ox * s;
-            for (let v = 0; v < k; v++) if (x[row + v] > m) m = x[row + v];
+            for (let v = 0; v < k; v++) {
+              if (mean) m += x[row + v];
+              else if (x[row + v] > m) m = x[row + v];
+            }
           }
-          z[(c * OH + oy) * OW + ox] = m;
+          z[(c * OH + oy) * OW + ox] = mean ? m / (k * k) : m;
         }
       }
     }
     return z;
   }
 
+  // batch normalisation at inference, in place: per channel c (all its H*W positions),
+  // z = gamma (z - running_mean) / sqrt(running_var + eps) + beta = z * scale + shift
+  function batchnorm(layer, z) {
+    const [C, H, Wd] = layer.out_shape, hw = H * Wd;
+    for (let c = 0; c < C; c++) {
+      const scale = layer.scale[c], shift = layer.shift[c];
+      for (let i = c * hw; i < (c + 1) * hw; i++) z[i] = z[i] * scale + shift;
+    }
+  }
+
+  const LAYERS = { // type -> the layer's output (before its activation); the input is flat
+    dense: dense,
+    conv: conv,
+    pool: (layer, x) => pool(layer, x, false),
+    avgpool: (layer, x) => pool(layer, x, true),
+    batchnorm: (layer, x) => { batchnorm(layer, x); return x; },
+    dropout: (layer, x) => x, // the identity at inference
+  };
+
   // The network's output for one input (C*H*W values, (C, H, W) order): predict_proba.
   function forward(input) {
     let a = Float64Array.from(input);
     for (const layer of api.model.layers) {
-      if (layer.type === "pool") { a = maxpool(layer, a); continue; }
-      a = layer.type === "conv" ? conv(layer, a) : dense(layer, a); // flatten: a is flat
-      ACTIVATIONS[layer.activation](a);
+      a = LAYERS[layer.type](layer, a); // flatten: a is always flat
+      // a layer that a BatchNorm follows has none: the BatchNorm applies it
+      if (layer.activation) ACTIVATIONS[layer.activation](a);
     }
     return a;
   }
@@ -260,8 +284,8 @@
     const reply = await fetch("model.json", { cache: "no-cache" });
     if (!reply.ok) throw new Error("model.json: HTTP " + reply.status);
     const m = await reply.json();
-    if (m.format !== "fastmlp.web-model" || m.version !== 1) {
-      throw new Error("model.json is not a fastmlp web model (version 1)");
+    if (m.format !== "fastmlp.web-model" || !(m.version === 1 || m.version === 2)) {
+      throw new Error("model.json is not a fastmlp web model (version 1 or 2)");
     }
     const wr = await fetch(m.weights_file, { cache: "no-cache" });
     if (!wr.ok) throw new Error(m.weights_file + ": HTTP " + wr.status);
@@ -283,10 +307,23 @@
     }
     const block = (ref) => all.subarray(ref.offset, ref.offset + ref.length);
     for (const layer of m.layers) {
-      if (layer.type === "pool") continue;
-      if (!ACTIVATIONS[layer.activation]) throw new Error("unknown activation " + layer.activation);
-      layer.W = block(layer.weights);
-      layer.b = block(layer.bias);
+      if (!LAYERS[layer.type]) throw new Error("unknown layer type " + layer.type);
+      if (layer.activation && !ACTIVATIONS[layer.activation]) {
+        throw new Error("unknown activation " + layer.activation);
+      }
+      if (layer.type === "dense" || layer.type === "conv") {
+        layer.W = block(layer.weights);
+        layer.b = block(layer.bias);
+      } else if (layer.type === "batchnorm") { // its scale and shift, in float64
+        const gamma = block(layer.gamma), beta = block(layer.beta);
+        const mean = block(layer.running_mean), variance = block(layer.running_var);
+        layer.scale = new Float64Array(gamma.length);
+        layer.shift = new Float64Array(gamma.length);
+        for (let c = 0; c < gamma.length; c++) {
+          layer.scale[c] = gamma[c] / Math.sqrt(variance[c] + layer.eps);
+          layer.shift[c] = beta[c] - mean[c] * layer.scale[c];
+        }
+      }
     }
     api.timings.modelLoadMs = performance.now() - started;
     api.timings.modelReadyMs = performance.now(); // since the navigation started

@@ -260,7 +260,7 @@
   }
 
   // ------------------------------------------------------------------ feature maps
-  // A convolutional model's answer carries its first conv layer's maps (see server.py):
+  // A convolutional model's answer carries its first conv block's maps (see server.py):
   // shape [n, h, w], one uint8 per value in base64, each map scaled to its own range.
   const MAP_GAP = 2; // map pixels between grid cells
   let mapsGrid = null; // {n, h, w, cols, rows} of the last maps drawn
@@ -472,10 +472,14 @@
 
   getJSON("/api/history").then(drawCurves).catch(() => drawCurves({}));
   getJSON("/api/health").then((h) => {
-    const cnn = h && typeof h.architecture === "string";
-    if (cnn) netKind.textContent = "A convolutional network";
-    if (h && (cnn || Array.isArray(h.layer_sizes))) {
-      modelInfo.textContent = "Model: " + (cnn ? h.architecture : h.layer_sizes.join("–")) +
+    // a network given as a layer list (a CNN, or an MLP with BatchNorm or Dropout layers)
+    // has its architecture: that list as written in Python, e.g. "[784, 128, BatchNorm(), 10]"
+    const listed = h && typeof h.architecture === "string";
+    if (listed && h.architecture.includes("Conv2D(")) {
+      netKind.textContent = "A convolutional network";
+    }
+    if (h && (listed || Array.isArray(h.layer_sizes))) {
+      modelInfo.textContent = "Model: " + (listed ? h.architecture : h.layer_sizes.join("–")) +
         (typeof h.test_accuracy === "number"
           ? ", " + (100 * h.test_accuracy).toFixed(2) + " % on the test set." : ".");
     }
