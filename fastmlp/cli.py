@@ -647,6 +647,15 @@ def _check_recipe(recipe):
         if recipe["hidden"] != DEFAULT_RECIPE["hidden"]:
             raise CLIError("give --hidden or --layers, not both (--layers also spells an "
                            "MLP's layers: widths, bn, dropP)")
+    if recipe["layers"] is not None:
+        # The geometry, before any data loads (every dataset here is 28x28 images; the
+        # output width does not change what fits).
+        from .layers import plan
+
+        try:
+            plan(_network_spec(recipe, _IMAGE_SIDE ** 2, 2)[0])
+        except ValueError as exc:
+            raise CLIError(f"--layers {recipe['layers']}: {exc}") from None
     if recipe["model"] == "cnn" and recipe["hidden"] != DEFAULT_RECIPE["hidden"]:
         raise CLIError("--hidden is for --model mlp; a CNN's dense layers go in --layers, "
                        "e.g. --layers conv16k5p2,pool2,128")
