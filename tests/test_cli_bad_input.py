@@ -419,7 +419,7 @@ def test_a_recipe_saved_before_augmentation_existed_is_the_same_recipe(tmp_path)
     command replaces it (and a run with augmentation on does not)."""
     out = tmp_path / "m.npz"
     out.write_bytes(b"a model")
-    recipe = dict(cli.DEFAULT_RECIPE)
+    recipe = dict(cli.DEFAULT_RECIPE, augment=0, rotate=0.0, scale=0.0)
     old = {k: v for k, v in recipe.items() if k not in ("augment", "rotate", "scale")}
     (tmp_path / "m.history.json").write_text(json.dumps({"run": {"recipe": old}}))
     cli._check_default_output(out, recipe)
