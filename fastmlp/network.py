@@ -72,6 +72,8 @@ class BatchNormParams:
         value = np.asarray(value)
         if value.shape != target.shape:
             raise ValueError(f"{name}: expected shape {target.shape}, got {value.shape}")
+        if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
+            raise ValueError(f"{name} must be finite real numbers")
         if name == "running_var" and not (np.all(value >= 0)):
             raise ValueError("running_var must be >= 0")
         target[...] = value

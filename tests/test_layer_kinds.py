@@ -122,6 +122,10 @@ def test_batchnorm_parameters_are_live_views_that_start_as_pytorchs():
         first.gamma = np.ones(4)
     with pytest.raises(ValueError, match="running_var must be >= 0"):
         first.running_var = -np.ones(5)
+    with pytest.raises(ValueError, match="beta must be finite real numbers"):
+        first.beta = np.full(5, np.nan)
+    with pytest.raises(ValueError, match="gamma must be finite real numbers"):
+        first.gamma = np.array(["a"] * 5)
     with pytest.raises(AttributeError, match="not 'weight'"):
         first.weight = np.ones(5)
 
