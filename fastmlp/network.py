@@ -308,6 +308,9 @@ class Network:
         lines.append(f"total: {trained:,} parameters"
                      + (f" + {running:,} running statistics" if running else "")
                      + f" ({self.dtype.name}, {self._params.nbytes / 2**20:.2f} MiB)")
+        if running:
+            lines.append("BatchNorm: γ and β trained, running mean and variance kept (one of "
+                         "each per channel; net.batch_norms)")
         return "\n".join(lines)
 
     def __getstate__(self):

@@ -99,7 +99,9 @@ def test_summary_shows_every_layer_and_the_running_statistics():
     assert "relu" not in conv and "BatchNorm() relu" in text  # the BN applies it
     assert "10 + 10 running" in text  # γ, β of 5 channels; running mean and variance
     assert "AvgPool2D(2, stride=1)" in text and "Dropout(0.3)" in text
-    assert "running statistics" in text.splitlines()[-1]
+    assert "running statistics" in text.splitlines()[-2]
+    assert "net.batch_norms" in text.splitlines()[-1]
+    assert "BatchNorm" not in Network([4, 5, 3]).summary()
 
 
 # --- public views and files ------------------------------------------------------------------
