@@ -20,7 +20,7 @@ import numpy as np
 from . import _checks as check
 from . import _layout as layout
 from ._threads import kernel_call_guard, num_threads
-from .layers import dropout_rates
+from .layers import IMAGE_LAYERS, dropout_rates
 
 # Samples per compiled call while training: the progress bar and Ctrl-C get a look-in this
 # often, at a cost of one Python round trip per chunk.
@@ -44,8 +44,6 @@ WORKSPACE_BUDGET = 256 * 2**20
 # EPYC: 19.4 ms dense vs 24.7 ms through CSR at 1 thread, 12.3 vs 20.2 ms at 2).
 SPARSE_BELOW = 0.5
 SPARSE_PREDICT_ROWS = 64  # predictions of fewer rows than this go through CSR when sparse
-
-IMAGE_KINDS = ("conv", "pool", "avgpool")  # layers whose code a network without them skips
 
 _NO_INDPTR = np.zeros(1, np.int64)
 _NO_INDICES = np.zeros(0, np.int32)
@@ -85,7 +83,8 @@ class Workspace:
             return np.empty(max(1, sizes[name]), dtype=kind)
 
         threads = num_threads()
-        images = any(layer.kind in IMAGE_KINDS for layer in net._layers)
+        # (convolution and pooling: the code a network without them does not compile)
+        images = any(isinstance(layer.spec, IMAGE_LAYERS) for layer in net._layers)
         self.work = layout.Work(
             acts=buffer("acts"), xbuf=buffer("xbuf"), scratch=buffer("scratch"),
             csr_indptr=buffer("csr_indptr", np.int64),

@@ -245,7 +245,7 @@ def forward(weights, biases, activations, X, dropout=0.0, key=0, step=0, layers=
     """
     layers = _plan(layers, weights)
     names = layer_specs.row_activations(layers, activations)
-    rates = layer_specs.dropout_rates(layers, dropout if mode == "train" else 0.0)
+    rates = _rates(layers, dropout, mode)
     weighted, norms = iter(zip(weights, biases)), iter(norms)
     zs, acts = [], [X]
     a = X
@@ -269,11 +269,19 @@ def forward(weights, biases, activations, X, dropout=0.0, key=0, step=0, layers=
             z = a
         z = z.reshape(n, -1)
         a = z if name is None else ACTIVATIONS[name][0](z)
-        if mode == "train" and rate:
+        if rate:
             a = a * dropout_mask(rate, key, step, index, a.shape, a.dtype)
         zs.append(z)
         acts.append(a)
     return zs, acts
+
+
+def _rates(layers, dropout, mode):
+    """Each layer's dropout rate in a pass of ``mode``: only training drops anything (a
+    Dropout layer's own rate, and fit's ``dropout`` shorthand)."""
+    if mode != "train":
+        return [0.0] * len(layers)
+    return layer_specs.dropout_rates(layers, dropout)
 
 
 def _plan(layers, weights):
@@ -406,9 +414,7 @@ def gradients(weights, biases, activations, cost, X, Y, l2=0.0, forward_pass=Non
                                norms, mode)
     zs, acts = forward_pass
     names = layer_specs.row_activations(layers, activations)
-    rates = layer_specs.dropout_rates(layers, dropout if mode == "train" else 0.0)
-    if mode != "train":
-        rates = [0.0] * len(layers)
+    rates = _rates(layers, dropout, mode)
     # Each layer's parameters: (W, b), a BatchNorm's parameter object, or None.
     weighted, norm_iter = iter(weights), iter(norms)
     params = [next(weighted) if layer.has_weights else next(norm_iter)

@@ -32,14 +32,14 @@ SUMS = {"reassoc", "contract", "nsz"}
 
 
 @njit(fastmath=SUMS, inline="always")
-def _channel_sum(Z, lo, hi, mean):
-    """``Σ (Z[:, lo:hi] - mean)``, in float64."""
+def _channel_sum(Z, lo, hi):
+    """``Σ Z[:, lo:hi]``, in float64."""
     total = 0.0
     for i in range(Z.shape[0]):
         z = Z[i, lo:hi]
         part = 0.0
         for k in range(z.size):
-            part += z[k] - mean
+            part += z[k]
         total += part
     return total
 
@@ -82,7 +82,7 @@ def batchnorm_forward(Z, Y, params, row, mode, stats, c_lo, c_hi):
             mean = float(run_mean[c])
             inv = 1.0 / math.sqrt(float(run_var[c]) + eps)
         else:
-            mean = _channel_sum(Z, lo, hi, 0.0) / m
+            mean = _channel_sum(Z, lo, hi) / m
             var = _channel_squares(Z, lo, hi, mean) / m
             inv = 1.0 / math.sqrt(var + eps)
             stats[c], stats[C + c] = mean, inv
